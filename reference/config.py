@@ -1,0 +1,44 @@
+"""Server settings: one immutable object built by the CLI (or a test) and read everywhere else."""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass, field
+
+# Long enough for PyJWT's HS256 key-length check; never use it outside development.
+DEV_JWT_SECRET = "scopehub-dev-secret-change-me-0123456789"
+
+IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    node_id: str = "node-1"
+    control_token: str | None = None
+    jwt_secret: str = DEV_JWT_SECRET
+    allowed_origins: tuple[str, ...] = ()
+    trusted_proxies: tuple[IpNetwork, ...] = ()
+    metrics_token: str | None = None
+    auth_timeout_s: float = 10.0
+    ping_s: float = 54.0
+    pong_s: float = 60.0
+    send_queue: int = 256
+    max_inbound: int = 65536
+    # Which capabilities /_control/info claims on top of what the broadcaster adds.
+    capabilities: tuple[str, ...] = field(
+        default=("cookie_auth", "pat", "origin", "health", "global", "exclude_workspace")
+    )
+
+
+def parse_cidrs(text: str) -> tuple[IpNetwork, ...]:
+    """Parse a comma-separated CIDR list; a bare address means a single host. Raises ValueError."""
+    nets = []
+    for part in text.split(","):
+        part = part.strip()
+        if part:
+            nets.append(ipaddress.ip_network(part, strict=False))
+    return tuple(nets)
+
+
+def parse_list(text: str) -> tuple[str, ...]:
+    return tuple(p.strip() for p in text.split(",") if p.strip())

@@ -1,0 +1,51 @@
+"""GET /health/realtime (HL-1, HL-2)."""
+
+from __future__ import annotations
+
+import hmac
+import ipaddress
+
+from aiohttp import web
+
+from .state import STATE
+
+FORWARDING_HEADERS = ("X-Forwarded-For", "X-Forwarded-Host", "X-Forwarded-Proto", "X-Real-Ip", "Forwarded")
+
+
+def bearer(request: web.Request) -> str | None:
+    auth = request.headers.get("Authorization", "")
+    if len(auth) <= 7 or auth[:7].lower() != "bearer ":
+        return None
+    return auth[7:].strip() or None
+
+
+def bearer_matches(request: web.Request, want: str) -> bool:
+    got = bearer(request)
+    return got is not None and hmac.compare_digest(got.encode(), want.encode())
+
+
+def _direct_loopback(request: web.Request) -> bool:
+    if any(request.headers.get(h, "").strip() for h in FORWARDING_HEADERS):
+        return False
+    try:
+        ip = ipaddress.ip_address((request.remote or "").split("%", 1)[0])
+    except ValueError:
+        return False
+    mapped = getattr(ip, "ipv4_mapped", None)
+    return (mapped or ip).is_loopback
+
+
+async def handle_health(request: web.Request) -> web.Response:
+    st = request.app[STATE]
+    token = (st.config.metrics_token or "").strip()
+    if token:
+        if not bearer_matches(request, token):
+            return web.Response(status=401, text="unauthorized",
+                                headers={"WWW-Authenticate": 'Bearer realm="metrics"'})
+    elif not _direct_loopback(request):
+        raise web.HTTPNotFound()
+    snap = st.metrics.snapshot()
+    snap["active_connections"] = len(st.hub.connections)  # HL-3: the live count, not a tally
+    snap["node_id"] = st.config.node_id
+    snap["relay"] = st.broadcaster.snapshot()
+    return web.json_response(snap, headers={"Cache-Control": "no-store"})

@@ -1,0 +1,35 @@
+"""Everything one node holds, shared by the HTTP handlers."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from aiohttp import web
+
+from .authorizer import Authorizer
+from .broadcaster import Broadcaster
+from .config import ServerConfig
+from .hub import Hub
+from .metrics import Metrics
+from .world import World
+
+
+@dataclass
+class NodeState:
+    config: ServerConfig
+    broadcaster: Broadcaster
+    world: World = field(default_factory=World)
+    metrics: Metrics = field(default_factory=Metrics)
+    hub: Hub = field(init=False)
+    authorizer: Authorizer = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.hub = Hub(self.broadcaster, self.metrics)
+        self.authorizer = Authorizer(self.world)
+
+    def replace_world(self, world: World) -> None:
+        self.world = world
+        self.authorizer.replace(world)
+
+
+STATE = web.AppKey("scopehub_state", NodeState)

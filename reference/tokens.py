@@ -1,0 +1,55 @@
+"""Token checks for HS-4: HS256 JWTs and `mul_` personal access tokens."""
+
+from __future__ import annotations
+
+import time
+
+import jwt
+
+from .world import World
+
+INVALID_TOKEN = "invalid token"
+INVALID_CLAIMS = "invalid claims"
+ACCOUNT_DISABLED = "account disabled"
+NOT_A_MEMBER = "not a member of this workspace"
+
+# We check `sub` ourselves: PyJWT would reject a non-string sub as an invalid *token*,
+# while the contract calls a well-signed token with a bad sub `invalid claims`.
+_DECODE_OPTIONS = {"verify_sub": False, "verify_jti": False, "verify_aud": False, "verify_iss": False}
+
+
+class AuthError(Exception):
+    def __init__(self, text: str):
+        super().__init__(text)
+        self.text = text
+
+
+def authenticate(token: str, world: World, secret: str) -> str:
+    """Return the user id the token names, or raise AuthError with the contract's text."""
+    if token.startswith("mul_"):
+        uid = world.pats.get(token)
+        if uid is None:
+            raise AuthError(INVALID_TOKEN)
+    else:
+        try:
+            claims = jwt.decode(token, secret, algorithms=["HS256"], options=_DECODE_OPTIONS, leeway=0)
+        except jwt.PyJWTError:
+            raise AuthError(INVALID_TOKEN) from None
+        uid = claims.get("sub")
+        if not isinstance(uid, str) or not uid:
+            raise AuthError(INVALID_CLAIMS)
+    if uid in world.disabled_users:
+        raise AuthError(ACCOUNT_DISABLED)
+    return uid
+
+
+def mint(secret: str, user: str | None, email: str | None = None, ttl_s: float = 3600.0) -> str:
+    """Sign a token for the control API (CTL-3). user None omits `sub`; ttl_s <= 0 is already expired."""
+    now = int(time.time())
+    claims: dict = {"iat": now - 1 if ttl_s <= 0 else now}
+    claims["exp"] = now - 1 if ttl_s <= 0 else now + max(1, int(ttl_s))
+    if user is not None:
+        claims["sub"] = user
+    if email is not None:
+        claims["email"] = email
+    return jwt.encode(claims, secret, algorithm="HS256")

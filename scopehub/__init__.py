@@ -1,0 +1,1 @@
+"""scopehub: conformance suite, simulator and reference server for realtime WebSocket fanout."""

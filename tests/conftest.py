@@ -1,0 +1,84 @@
+"""Shared fixtures: reference nodes on ephemeral ports over real TCP, a fixture world, and
+clients that speak the wire protocol."""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass, replace
+
+import aiohttp
+import pytest
+from aiohttp import web
+
+from conformance.client import Control, WsClient
+from conformance.world import TestWorld
+from reference.app import build_app
+from reference.config import ServerConfig
+from reference.state import STATE, NodeState
+
+
+@dataclass
+class Node:
+    base: str
+    control: Control
+    config: ServerConfig
+    state: NodeState
+    runner: web.AppRunner
+
+
+@pytest.fixture
+async def session():
+    async with aiohttp.ClientSession() as s:
+        yield s
+
+
+@pytest.fixture
+def world() -> TestWorld:
+    return TestWorld()
+
+
+@pytest.fixture
+async def start_node(session, world):
+    """start_node(**config) -> Node: an in-process reference node with the test world loaded."""
+    runners: list[web.AppRunner] = []
+
+    async def start(broadcaster=None, **overrides) -> Node:
+        cfg = replace(ServerConfig(control_token=secrets.token_hex(8)), **overrides)
+        app = build_app(cfg, broadcaster=broadcaster)
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        runners.append(runner)
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        host, port = runner.addresses[0][:2]
+        base = f"http://{host}:{port}"
+        control = Control(session, base, cfg.control_token or "none")
+        if cfg.control_token:
+            await control.fixtures(world.fixtures())
+        return Node(base, control, cfg, app[STATE], runner)
+
+    yield start
+    for r in runners:
+        await r.cleanup()
+
+
+@pytest.fixture
+async def node(start_node) -> Node:
+    return await start_node()
+
+
+@pytest.fixture
+async def connect(session, node):
+    """connect(user, workspace=None, **kw) -> WsClient authenticated by token on `node`."""
+    clients: list[WsClient] = []
+
+    async def open_(user: str, workspace: str, *, on: Node | None = None, **kw) -> WsClient:
+        target = on or node
+        token = kw.pop("token", None) or await target.control.token(user)
+        c = await WsClient.connect(session, target.base, workspace_id=workspace, token=token, **kw)
+        clients.append(c)
+        return c
+
+    yield open_
+    for c in clients:
+        await c.close()
