@@ -26,9 +26,13 @@ def build_app(config: ServerConfig, broadcaster: Broadcaster | None = None, worl
     async def lifecycle(app: web.Application):
         await state.broadcaster.start()
         yield
-        for conn in tuple(state.hub.connections):
-            conn.abort()
         await state.broadcaster.stop()
 
+    async def close_connections(app: web.Application) -> None:
+        # Before aiohttp waits for open handlers: a WebSocket handler only ends when its socket does.
+        for conn in tuple(state.hub.connections):
+            conn.abort()
+
     app.cleanup_ctx.append(lifecycle)
+    app.on_shutdown.append(close_connections)
     return app

@@ -9,6 +9,11 @@ from aiohttp import web
 
 from .state import STATE
 
+# HL-1 names these relay fields for every node; a relay without a store (memory) reports zeros,
+# as Multica's Metrics.Snapshot does without Redis. A relay's own snapshot overrides them.
+RELAY_DEFAULTS = {"connected": False, "xadd_total": 0, "xadd_errors": 0, "xread_total": 0, "xread_errors": 0,
+                  "last_error": "", "last_xadd_lag_micros": 0}
+
 FORWARDING_HEADERS = ("X-Forwarded-For", "X-Forwarded-Host", "X-Forwarded-Proto", "X-Real-Ip", "Forwarded")
 
 
@@ -47,5 +52,5 @@ async def handle_health(request: web.Request) -> web.Response:
     snap = st.metrics.snapshot()
     snap["active_connections"] = len(st.hub.connections)  # HL-3: the live count, not a tally
     snap["node_id"] = st.config.node_id
-    snap["relay"] = st.broadcaster.snapshot()
+    snap["relay"] = {**RELAY_DEFAULTS, "node_id": st.config.node_id, **st.broadcaster.snapshot()}
     return web.json_response(snap, headers={"Cache-Control": "no-store"})

@@ -26,6 +26,7 @@ class Hub:
         self.connections: set[Connection] = set()
         self.scopes: dict[Scope, set[Connection]] = {}
         self._joining: dict[Scope, int] = {}
+        self._attaching: set[Connection] = set()  # not live yet: no global frame before auth_ack
         self._closing: set[asyncio.Task] = set()  # strong refs so callbacks are not collected
         broadcaster.bind(self)
 
@@ -38,7 +39,7 @@ class Hub:
     def deliver(self, scope_type: str, scope_id: str, data: str, etype: str,
                 exclude_workspace: str | None = None) -> int:
         if scope_type == "global":
-            targets = tuple(self.connections)
+            targets = tuple(c for c in self.connections if c not in self._attaching)
         else:
             subs = self.scopes.get((scope_type, scope_id))
             if not subs:
@@ -60,7 +61,11 @@ class Hub:
         self.connections.add(conn)
         self.metrics.connects += 1
         self.metrics.active_connections += 1
-        return await self.join(conn, (("workspace", conn.workspace_id), ("user", conn.user_id)), ack)
+        self._attaching.add(conn)
+        try:
+            return await self.join(conn, (("workspace", conn.workspace_id), ("user", conn.user_id)), ack)
+        finally:
+            self._attaching.discard(conn)
 
     def detach(self, conn: Connection) -> None:
         if conn not in self.connections:

@@ -15,7 +15,10 @@ NOT_A_MEMBER = "not a member of this workspace"
 
 # We check `sub` ourselves: PyJWT would reject a non-string sub as an invalid *token*,
 # while the contract calls a well-signed token with a bad sub `invalid claims`.
-_DECODE_OPTIONS = {"verify_sub": False, "verify_jti": False, "verify_aud": False, "verify_iss": False}
+# `iat` is not checked (golang-jwt v5, which Multica uses, does not either): PyJWT would
+# refuse a token minted by a host whose clock runs slightly ahead. `exp` and `nbf` are checked.
+_DECODE_OPTIONS = {"verify_sub": False, "verify_jti": False, "verify_aud": False, "verify_iss": False,
+                   "verify_iat": False}
 
 
 class AuthError(Exception):
@@ -36,7 +39,7 @@ def authenticate(token: str, world: World, secret: str) -> str:
         except jwt.PyJWTError:
             raise AuthError(INVALID_TOKEN) from None
         uid = claims.get("sub")
-        if not isinstance(uid, str) or not uid:
+        if not isinstance(uid, str) or not uid.strip():  # blank counts as empty, as in Multica
             raise AuthError(INVALID_CLAIMS)
     if uid in world.disabled_users:
         raise AuthError(ACCOUNT_DISABLED)

@@ -148,7 +148,7 @@ async def _first_message_auth(ws: web.WebSocketResponse, st: NodeState, wid: str
 def _auth_token(data: str | bytes) -> str | None:
     try:
         doc = json.loads(data)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):  # RecursionError: deeply nested JSON
         return None
     if not isinstance(doc, dict) or doc.get("type") != "auth":
         return None
@@ -180,7 +180,7 @@ async def _read_loop(ws: web.WebSocketResponse, conn: Connection, st: NodeState)
 async def _handle_frame(data: str | bytes, conn: Connection, st: NodeState) -> None:
     try:
         doc = json.loads(data)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):  # RecursionError: deeply nested JSON
         return  # IN-3: ignored
     if not isinstance(doc, dict):
         return

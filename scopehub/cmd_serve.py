@@ -7,12 +7,15 @@ import asyncio
 import errno
 import json
 import logging
+import math
+import os
 import signal
 import sys
 
 from aiohttp import web
 
 from reference.app import build_app
+from reference.relay import STRATEGIES, RelaySettings, make_broadcaster
 from reference.config import DEV_JWT_SECRET, ServerConfig, parse_cidrs, parse_list
 from reference.world import FixtureError, parse_world
 
@@ -22,7 +25,7 @@ def _positive(text: str) -> float:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
-    if value <= 0:
+    if not math.isfinite(value) or value <= 0:  # nan and inf would break every deadline
         raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
     return value
 
@@ -98,7 +101,39 @@ def register(sub) -> None:
                         "chats), in the format of PUT /_control/fixtures")
     p.add_argument("--log-level", default="warning", choices=["debug", "info", "warning", "error"])
     add_node_flags(p)
+    add_relay_flags(p)
     p.set_defaults(run=run)
+
+
+def add_relay_flags(p: argparse.ArgumentParser, *, with_url: bool = True) -> None:
+    p.add_argument("--relay", choices=STRATEGIES, default=None,
+                   help="how events reach other nodes: memory (one node, no Redis), streams (a Redis "
+                        "stream per scope, read through this node's consumer group) or sharded (fixed "
+                        "shard streams read by every node); default: streams when a Redis URL is "
+                        "given, else memory")
+    if with_url:
+        p.add_argument("--redis", metavar="URL",
+                       help="Redis URL for the streams and sharded relays (default: $REDIS_URL)")
+    p.add_argument("--max-len", metavar="N", type=_count, default=RelaySettings.max_len,
+                   help=f"entries kept per stream (default {RelaySettings.max_len})")
+    p.add_argument("--max-age", metavar="S", type=_positive, default=RelaySettings.max_age_s,
+                   help=f"seconds an entry is kept; idle streams expire after it (default {RelaySettings.max_age_s:g})")
+    p.add_argument("--shards", metavar="N", type=_count, default=RelaySettings.shards,
+                   help=f"shard streams of the sharded relay (default {RelaySettings.shards})")
+    p.add_argument("--heartbeat", metavar="S", type=_positive, default=RelaySettings.heartbeat_s,
+                   help=f"seconds between node heartbeats (default {RelaySettings.heartbeat_s:g}); "
+                        "the sweeper runs every third heartbeat")
+
+
+def broadcaster_from(args: argparse.Namespace, node_id: str, redis_url: str | None):
+    from .cli import UserError
+
+    strategy = args.relay or ("streams" if redis_url else "memory")
+    if strategy != "memory" and not redis_url:
+        raise UserError(f"the {strategy} relay needs a Redis: pass --redis URL or set REDIS_URL")
+    settings = RelaySettings(url=redis_url or "", max_len=args.max_len, max_age_s=args.max_age,
+                             shards=args.shards, heartbeat_s=args.heartbeat, sweep_s=3 * args.heartbeat)
+    return make_broadcaster(strategy, node_id, settings)
 
 
 def load_fixtures(path: str | None):
@@ -119,7 +154,9 @@ def load_fixtures(path: str | None):
 def run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s")
     world = load_fixtures(args.fixtures)
-    app = build_app(config_from(args, args.node_id), world=world)
+    redis_url = args.redis or os.environ.get("REDIS_URL") or None
+    broadcaster = broadcaster_from(args, args.node_id, redis_url)
+    app = build_app(config_from(args, args.node_id), broadcaster=broadcaster, world=world)
     return asyncio.run(serve(app, args.host, args.port))
 
 

@@ -82,3 +82,53 @@ async def connect(session, node):
     yield open_
     for c in clients:
         await c.close()
+
+
+@pytest.fixture
+def redis_server():
+    """A redis-server child of our own on a free loopback port (never 6379, never a Redis someone
+    else started); stopped, reaped and its temp dir removed in teardown."""
+    from scopehub.redis_provision import RedisServer, RedisUnavailable
+
+    try:
+        server = RedisServer()
+    except RedisUnavailable as e:
+        pytest.fail(str(e), pytrace=False)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@dataclass
+class ClusterHandle:
+    cluster: object  # scopehub.cluster.Cluster
+    controls: list  # Control per node
+    redis: object  # the RedisServer the nodes use
+
+    @property
+    def urls(self) -> list[str]:
+        return self.cluster.urls
+
+
+@pytest.fixture
+async def start_cluster(session, world, redis_server):
+    """start_cluster(relay, nodes=3, node_flags=()) -> ClusterHandle: reference nodes as OS
+    processes on the test's own redis-server, with the test world loaded on every node."""
+    from scopehub.cluster import Cluster, ClusterSpec
+
+    started = []
+
+    async def start(relay: str, nodes: int = 3, node_flags: tuple[str, ...] = ()) -> ClusterHandle:
+        cluster = Cluster(ClusterSpec(nodes=nodes, relay=relay, redis_url=redis_server.url, node_flags=node_flags))
+        started.append(cluster)
+        await cluster.start()
+        controls = [Control(session, url, cluster.spec.control_token) for url in cluster.urls]
+        for c in controls:
+            await c.fixtures(world.fixtures())
+        return ClusterHandle(cluster, controls, redis_server)
+
+    yield start
+    for cluster in started:
+        await cluster.stop()

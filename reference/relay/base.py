@@ -1,0 +1,212 @@
+"""What both Redis relays share: settings, the publish path (one Lua call per event),
+reader connections, back-off, heartbeat and metrics."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from dataclasses import dataclass
+
+import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import RedisError
+from ulid import ULID
+
+from .. import events, positions
+from ..broadcaster import Broadcaster, PublishFailed
+from . import scripts
+
+log = logging.getLogger("scopehub.relay")
+
+# Errors after which a reader reconnects: the store went away or stopped answering.
+TRANSIENT = (RedisError, OSError, asyncio.TimeoutError)
+
+
+@dataclass(frozen=True)
+class RelaySettings:
+    url: str = ""
+    max_len: int = 10_000  # entries kept per stream (exact MAXLEN)
+    max_age_s: float | None = 3600.0  # entries older than this are trimmed; idle keys expire
+    block_ms: int = 2000  # XREAD BLOCK; readers are woken early when their scope set changes
+    read_count: int = 256
+    shards: int = 8
+    reader_slots: int = 4  # streams strategy: blocking reader connections per node
+    heartbeat_s: float = 10.0
+    sweep_s: float = 30.0
+    publish_timeout_s: float = 2.0
+
+
+def new_client(url: str, *, read_timeout: float | None) -> aioredis.Redis:
+    # No retries inside redis-py: publish must fail fast (NODE-3), readers retry themselves.
+    return aioredis.Redis.from_url(url, decode_responses=True, socket_connect_timeout=1.0,
+                                   socket_timeout=read_timeout, retry=Retry(NoBackoff(), 0),
+                                   health_check_interval=0)
+
+
+class Backoff:
+    """Capped exponential back-off with jitter, reset on success: back within ~1 s of the
+    store returning, well inside NODE-3's 10 s."""
+
+    def __init__(self, first: float = 0.05, cap: float = 1.0):
+        self.first, self.cap, self.delay = first, cap, first
+
+    async def wait(self) -> None:
+        await asyncio.sleep(self.delay * (0.5 + random.random() / 2))
+        self.delay = min(self.cap, self.delay * 2)
+
+    def reset(self) -> None:
+        self.delay = self.first
+
+
+class RelayMetrics:
+    def __init__(self) -> None:
+        self.connected = False
+        self.xadd_total = self.xadd_errors = 0
+        self.xread_total = self.xread_errors = 0
+        self.xack_total = self.xack_errors = 0
+        self.last_error = ""
+        self.lag_ms = 0.0
+
+    def error(self, counter: str, exc: BaseException) -> None:
+        setattr(self, counter, getattr(self, counter) + 1)
+        self.last_error = f"{type(exc).__name__}: {exc}"[:300]
+
+    def observe_entry(self, entry_id: str) -> None:
+        self.lag_ms = max(0.0, time.time() * 1000 - positions.parse_entry(entry_id)[0])
+
+
+def now_entry_id() -> str:
+    """A cursor for 'from now on' when the store cannot tell us its end (it is unreachable):
+    events appended after the store returns carry later ids (this assumes node and Redis
+    share a clock, as they do on one machine)."""
+    return f"{int(time.time() * 1000)}-0"
+
+
+class RedisRelay(Broadcaster):
+    """Base for the Redis strategies. Subclasses say where an event goes (`_target`) and
+    how it is read back."""
+
+    capabilities = ()
+
+    def __init__(self, node_id: str, settings: RelaySettings):
+        super().__init__()
+        self.node_id = node_id
+        self.instance = f"{node_id}-{str(ULID())[-8:].lower()}"  # unique per process
+        self.settings = settings
+        self.metrics = RelayMetrics()
+        self.write = new_client(settings.url, read_timeout=settings.publish_timeout_s)
+        self._append = self.write.register_script(scripts.APPEND)
+        self._tasks: list[asyncio.Task] = []
+        self._stopping = False
+
+    @property
+    def ttl_ms(self) -> int:
+        return int(self.settings.max_age_s * 1000) if self.settings.max_age_s else 0
+
+    def retention(self) -> dict:
+        return {"max_len": self.settings.max_len, "max_age_s": self.settings.max_age_s}
+
+    # -- lifecycle ------------------------------------------------------------------------------
+    async def start(self) -> None:
+        try:
+            await asyncio.wait_for(self.write.ping(), 2.0)
+            self.metrics.connected = True
+        except TRANSIENT as e:  # start anyway: readers keep retrying until the store is back
+            self.metrics.error("xread_errors", e)
+            log.warning("redis unreachable at start: %s", e)
+        self._spawn(self._heartbeat_loop())
+
+    def _spawn(self, coro) -> asyncio.Task:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.append(task)
+        return task
+
+    async def stop(self) -> None:
+        self._stopping = True
+        for t in self._tasks:
+            t.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._close_clients()
+        await self.write.aclose()
+
+    async def _close_clients(self) -> None:
+        """Close reader connections (subclasses)."""
+
+    # -- publish --------------------------------------------------------------------------------
+    def _target(self, scope_type: str, scope_id: str) -> tuple[str, str, str, list[str]]:
+        """(stream key, last-id hash key, hash field, extra entry fields) for this scope."""
+        raise NotImplementedError
+
+    async def publish(self, scope_type, scope_id, frame, exclude_workspace=None):
+        event_id, body = events.prepare(frame)
+        key, last_key, field, extra = self._target(scope_type, scope_id)
+        min_id = ""
+        if self.settings.max_age_s:
+            min_id = f"{int((time.time() - self.settings.max_age_s) * 1000)}-0"
+        args = [self.settings.max_len, min_id, self.ttl_ms, field, *extra,
+                "b", body, "t", events.type_of(frame), "x", exclude_workspace or ""]
+        try:
+            entry_id = await asyncio.wait_for(self._append(keys=[key, last_key], args=args),
+                                              self.settings.publish_timeout_s)
+        except TRANSIENT as e:
+            self.metrics.error("xadd_errors", e)
+            await self._drop_connections()
+            raise PublishFailed(f"relay store unavailable: {type(e).__name__}") from None
+        self.metrics.xadd_total += 1
+        self.metrics.connected = True
+        return event_id, positions.encode(scope_type, scope_id, entry_id)
+
+    async def _drop_connections(self) -> None:
+        # After an outage the pool holds sockets to a server that is gone; each would fail
+        # one more publish. Drop them all so the next call connects afresh.
+        try:
+            await self.write.connection_pool.disconnect()
+        except TRANSIENT:
+            pass
+
+    def _deliver(self, scope_type: str, scope_id: str, entry_id: str, fields: dict) -> None:
+        body = fields.get("b")
+        if not body:
+            return
+        pos = positions.encode(scope_type, scope_id, entry_id)
+        assert self.sink is not None
+        self.sink.deliver(scope_type, scope_id, events.finish(body, scope_type, scope_id, pos),
+                          fields.get("t", ""), fields.get("x") or None)
+        self.metrics.xread_total += 1
+        self.metrics.observe_entry(entry_id)
+
+    # -- heartbeat ------------------------------------------------------------------------------
+    def heartbeat_key(self, instance: str | None = None) -> str:
+        return f"ws:node:{instance or self.instance}:heartbeat"
+
+    async def _heartbeat_loop(self) -> None:
+        ttl = max(1, int(self.settings.heartbeat_s * 3))
+        while True:
+            try:
+                await self.write.set(self.heartbeat_key(), str(time.time()), ex=ttl)
+                await self._on_heartbeat()
+            except TRANSIENT as e:
+                self.metrics.last_error = f"heartbeat: {e}"[:300]
+                await self._drop_connections()
+            await asyncio.sleep(self.settings.heartbeat_s)
+
+    async def _on_heartbeat(self) -> None:
+        """Periodic upkeep (subclasses)."""
+
+    def snapshot(self) -> dict:
+        m = self.metrics
+        return {
+            "strategy": self.name, "node_id": self.node_id, "instance": self.instance,
+            "connected": m.connected,
+            "xadd_total": m.xadd_total, "xadd_errors": m.xadd_errors,
+            "xread_total": m.xread_total, "xread_errors": m.xread_errors,
+            "xack_total": m.xack_total, "xack_errors": m.xack_errors,
+            "last_error": m.last_error, "lag_ms": round(m.lag_ms, 1),
+            "active_readers": self.active_readers(),
+        }
+
+    def active_readers(self) -> int:
+        return 0

@@ -1,0 +1,86 @@
+"""The `sharded` strategy (Multica's current design): a fixed number of shard streams
+`ws:relay:shard:{n}`, the shard chosen by FNV-1a of the scope (as Multica's shardFor).
+Every node runs one blocking XREAD per shard, always, and the hub drops events of scopes
+it has no subscriber for. Because a shard reader never stops, it is positioned before any
+subscribe is acknowledged (DEL-1)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from redis.exceptions import ResponseError
+
+from .base import TRANSIENT, Backoff, RedisRelay, RelaySettings, new_client, now_entry_id
+
+log = logging.getLogger("scopehub.relay.sharded")
+
+
+def fnv1a32(data: bytes) -> int:
+    h = 0x811C9DC5
+    for b in data:
+        h = ((h ^ b) * 0x01000193) & 0xFFFFFFFF
+    return h
+
+
+def shard_key(n: int) -> str:
+    return f"ws:relay:shard:{n}"
+
+
+class ShardedRelay(RedisRelay):
+    name = "sharded"
+
+    def __init__(self, node_id: str, settings: RelaySettings):
+        super().__init__(node_id, settings)
+        read_timeout = settings.block_ms / 1000 + 3.0
+        self.readers = [new_client(settings.url, read_timeout=read_timeout) for _ in range(settings.shards)]
+        self.cursors: list[str] = []
+
+    def shard_for(self, scope_type: str, scope_id: str) -> int:
+        return fnv1a32(scope_type.encode() + b"\0" + scope_id.encode()) % self.settings.shards
+
+    def _target(self, scope_type, scope_id):
+        n = self.shard_for(scope_type, scope_id)
+        return shard_key(n), shard_key(n) + ":last", f"{scope_type}\0{scope_id}", ["s", scope_type, "i", scope_id]
+
+    def active_readers(self) -> int:
+        return len(self.readers)
+
+    async def start(self) -> None:
+        await super().start()
+        self.cursors = [await self._end_of(shard_key(n)) for n in range(self.settings.shards)]
+        for n in range(self.settings.shards):
+            self._spawn(self._read_loop(n))
+
+    async def _end_of(self, key: str) -> str:
+        try:
+            info = await asyncio.wait_for(self.write.xinfo_stream(key), 2.0)
+            return info["last-generated-id"]
+        except ResponseError:
+            return "0-0"  # no stream yet: everything it will hold is new
+        except TRANSIENT:
+            return now_entry_id()
+
+    async def _close_clients(self) -> None:
+        for r in self.readers:
+            await r.aclose()
+
+    async def _read_loop(self, n: int) -> None:
+        key, client, backoff, s = shard_key(n), self.readers[n], Backoff(), self.settings
+        while True:
+            try:
+                reply = await client.xread({key: self.cursors[n]}, count=s.read_count, block=s.block_ms)
+            except TRANSIENT as e:
+                self.metrics.error("xread_errors", e)
+                self.metrics.connected = False
+                await self._drop_connections()
+                await backoff.wait()
+                continue
+            backoff.reset()
+            self.metrics.connected = True
+            for _key, entries in reply or ():
+                for entry_id, fields in entries:
+                    scope_type, scope_id = fields.get("s", ""), fields.get("i", "")
+                    if scope_type == "global" or self.sink.has_local(scope_type, scope_id):
+                        self._deliver(scope_type, scope_id, entry_id, fields)
+                    self.cursors[n] = entry_id

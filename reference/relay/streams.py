@@ -1,0 +1,245 @@
+"""The `streams` strategy (the seed change): one stream per scope, `ws:scope:{type}:{id}:stream`.
+
+A node reads a scope only while it has local subscribers, through its own consumer group.
+Opening a scope creates (or moves) the group at the stream's end and returns that cursor
+before the hub sends the ack, so an event appended after the ack is always read (DEL-1).
+Readers are a few blocking connections ("slots"), each reading all of its scopes in one
+XREADGROUP; a slot is woken with CLIENT UNBLOCK when its scope set changes."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import time
+import zlib
+from dataclasses import dataclass, field
+
+from redis.exceptions import ResponseError
+
+from . import scripts
+from .base import TRANSIENT, Backoff, RedisRelay, RelaySettings, new_client, now_entry_id
+
+log = logging.getLogger("scopehub.relay.streams")
+
+GLOBAL = ("global", "all")
+_NOGROUP_KEY = re.compile(r"No such key '([^']+)'")
+
+
+def stream_key(scope_type: str, scope_id: str) -> str:
+    return f"ws:scope:{scope_type}:{scope_id}:stream"
+
+
+def nodes_key(scope_type: str, scope_id: str) -> str:
+    return f"ws:scope:{scope_type}:{scope_id}:nodes"
+
+
+@dataclass
+class _Reading:
+    scope_type: str
+    scope_id: str
+    cursor: str  # the last entry delivered (or the group's start)
+
+
+@dataclass
+class _Slot:
+    client: object
+    client_id: int | None = None
+    streams: dict[str, _Reading] = field(default_factory=dict)
+    needs_group: set[str] = field(default_factory=set)
+    wakeup: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+class StreamsRelay(RedisRelay):
+    name = "streams"
+
+    def __init__(self, node_id: str, settings: RelaySettings):
+        super().__init__(node_id, settings)
+        self.group = f"node:{self.instance}"
+        read_timeout = settings.block_ms / 1000 + 3.0
+        self.slots = [_Slot(new_client(settings.url, read_timeout=read_timeout))
+                      for _ in range(max(1, settings.reader_slots))]
+        self._open: dict[tuple[str, str], _Slot] = {}
+        self._locks: dict[tuple[str, str], asyncio.Lock] = {}
+        self._open_group = self.write.register_script(scripts.OPEN_GROUP)
+        self._repair_group = self.write.register_script(scripts.REPAIR_GROUP)
+        self._last_sweep = 0.0
+
+    def _target(self, scope_type, scope_id):
+        key = stream_key(scope_type, scope_id)
+        return key, key, "", []
+
+    def active_readers(self) -> int:
+        return len(self._open)
+
+    async def start(self) -> None:
+        await super().start()
+        for slot in self.slots:
+            self._spawn(self._read_loop(slot))
+        await self.on_first_subscriber(*GLOBAL)  # every node delivers global events
+
+    async def _close_clients(self) -> None:
+        for slot in self.slots:
+            await slot.client.aclose()
+
+    # -- first / last subscriber ----------------------------------------------------------------
+    def _lock(self, scope: tuple[str, str]) -> asyncio.Lock:
+        lock = self._locks.get(scope)
+        if lock is None:
+            lock = self._locks[scope] = asyncio.Lock()
+        return lock
+
+    async def on_first_subscriber(self, scope_type: str, scope_id: str) -> None:
+        scope = (scope_type, scope_id)
+        async with self._lock(scope):
+            if scope in self._open:
+                return
+            key = stream_key(*scope)
+            slot = self.slots[zlib.crc32(key.encode()) % len(self.slots)]
+            try:
+                cursor = await asyncio.wait_for(self._open_group(keys=[key], args=[self.group, self.ttl_ms]), 2.0)
+                needs_group = False
+            except TRANSIENT as e:
+                # DEL-1 allows the ack; the reader creates the group once the store is back.
+                self.metrics.error("xread_errors", e)
+                cursor, needs_group = now_entry_id(), True
+            slot.streams[key] = _Reading(scope_type, scope_id, cursor)
+            if needs_group:
+                slot.needs_group.add(key)
+            self._open[scope] = slot
+            await self._best_effort(self.write.zadd(nodes_key(*scope), {self.instance: self._node_expiry()}))
+            await self._wake(slot)
+
+    async def on_last_unsubscribed(self, scope_type: str, scope_id: str) -> None:
+        scope = (scope_type, scope_id)
+        if scope == GLOBAL or self._stopping:
+            return
+        async with self._lock(scope):
+            if scope not in self._open or (self.sink is not None and self.sink.has_local(*scope)):
+                return
+            slot = self._open.pop(scope)
+            key = stream_key(*scope)
+            slot.streams.pop(key, None)
+            slot.needs_group.discard(key)
+            await self._wake(slot)
+            pipe = self.write.pipeline(transaction=False)
+            pipe.xgroup_destroy(key, self.group)
+            pipe.zrem(nodes_key(*scope), self.instance)
+            await self._best_effort(pipe.execute(raise_on_error=False))
+
+    async def _best_effort(self, aw) -> None:
+        try:
+            await asyncio.wait_for(aw, 2.0)
+        except TRANSIENT as e:
+            self.metrics.last_error = f"{type(e).__name__}: {e}"[:300]
+
+    async def _wake(self, slot: _Slot) -> None:
+        slot.wakeup.set()
+        if slot.client_id is not None:
+            await self._best_effort(self.write.client_unblock(slot.client_id))
+
+    # -- reading --------------------------------------------------------------------------------
+    async def _read_loop(self, slot: _Slot) -> None:
+        backoff = Backoff()
+        s = self.settings
+        while True:
+            if not slot.streams:
+                slot.wakeup.clear()
+                await slot.wakeup.wait()
+                continue
+            try:
+                if slot.client_id is None:
+                    slot.client_id = await slot.client.client_id()
+                if slot.needs_group:
+                    await self._repair(slot)
+                slot.wakeup.clear()
+                keys = {k: ">" for k in slot.streams}
+                reply = await slot.client.xreadgroup(self.group, self.instance, keys, count=s.read_count, block=s.block_ms)
+            except ResponseError as e:
+                if "NOGROUP" not in str(e):
+                    self.metrics.error("xread_errors", e)
+                    await backoff.wait()
+                    continue
+                m = _NOGROUP_KEY.search(str(e))
+                slot.needs_group.update([m.group(1)] if m and m.group(1) in slot.streams else slot.streams)
+                continue
+            except TRANSIENT as e:
+                self.metrics.error("xread_errors", e)
+                self.metrics.connected = False
+                await self._drop_connections()
+                slot.client_id = None  # a new connection has a new id
+                slot.needs_group.update(slot.streams)
+                await backoff.wait()
+                continue
+            backoff.reset()
+            self.metrics.connected = True
+            if reply:
+                await self._consume(slot, reply)
+
+    async def _repair(self, slot: _Slot) -> None:
+        pipe = slot.client.pipeline(transaction=False)
+        keys = [k for k in slot.needs_group if k in slot.streams]
+        for key in keys:
+            await self._repair_group(keys=[key], args=[self.group, slot.streams[key].cursor], client=pipe)
+        results = await pipe.execute(raise_on_error=False)
+        for key, res in zip(keys, results):
+            if isinstance(res, Exception):
+                raise res
+            slot.needs_group.discard(key)
+        slot.needs_group.intersection_update(slot.streams)
+
+    async def _consume(self, slot: _Slot, reply) -> None:
+        acks: list[tuple[str, list[str]]] = []
+        for key, entries in reply:
+            reading = slot.streams.get(key)
+            if reading is None or not entries:
+                continue  # closed while the read was in flight
+            for entry_id, fields in entries:
+                self._deliver(reading.scope_type, reading.scope_id, entry_id, fields)
+                reading.cursor = entry_id
+            acks.append((key, [e[0] for e in entries]))
+        if not acks:
+            return
+        pipe = self.write.pipeline(transaction=False)
+        for key, ids in acks:
+            pipe.xack(key, self.group, *ids)
+        try:
+            await asyncio.wait_for(pipe.execute(raise_on_error=False), 2.0)
+            self.metrics.xack_total += sum(len(ids) for _, ids in acks)
+        except TRANSIENT as e:
+            self.metrics.error("xack_errors", e)
+
+    # -- upkeep: node sets and the sweeper ------------------------------------------------------
+    def _node_expiry(self) -> float:
+        return time.time() + 3 * self.settings.heartbeat_s
+
+    async def _on_heartbeat(self) -> None:
+        scopes = list(self._open)
+        pipe = self.write.pipeline(transaction=False)
+        for scope in scopes:
+            pipe.zadd(nodes_key(*scope), {self.instance: self._node_expiry()})
+        await pipe.execute(raise_on_error=False)
+        if time.monotonic() - self._last_sweep >= self.settings.sweep_s:
+            self._last_sweep = time.monotonic()
+            await self.sweep(scopes)
+
+    async def sweep(self, scopes: list[tuple[str, str]] | None = None) -> int:
+        """Remove stale node-set entries and the consumer groups of nodes whose heartbeat
+        expired, for the scopes this node reads. Returns the number of groups removed."""
+        scopes = list(self._open) if scopes is None else scopes
+        removed = 0
+        for scope in scopes:
+            key = stream_key(*scope)
+            await self.write.zremrangebyscore(nodes_key(*scope), "-inf", time.time())
+            try:
+                groups = await self.write.xinfo_groups(key)
+            except ResponseError:
+                continue  # stream gone; the reader repairs it
+            for g in groups:
+                name = g["name"]
+                if not name.startswith("node:") or name == self.group:
+                    continue
+                if not await self.write.exists(self.heartbeat_key(name[5:])):
+                    await self.write.xgroup_destroy(key, name)
+                    removed += 1
+        return removed

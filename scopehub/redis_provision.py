@@ -1,0 +1,449 @@
+"""Provision a Redis for the tests, the CLI and the simulator.
+
+`provision()` tries, in order:
+
+  (a) an explicit URL: the `url` argument, else the `REDIS_URL` environment variable;
+  (b) a testcontainers Redis, only where a Docker engine answers within about a second and the
+      optional extra `testcontainers[redis]` is installed (`pip install 'scopehub[containers]'`);
+  (c) the `redis-server` binary on PATH, started as a child on a free loopback port with
+      persistence off and its own temporary directory (`RedisServer`);
+  (d) otherwise it raises `RedisUnavailable` with a one-line message naming those three ways.
+
+Everything here is synchronous so that CLI code and pytest fixtures can use it directly. A Redis
+this module started is never one somebody else runs: we only ever talk to the ports we chose and
+signal the PIDs we spawned.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Mapping
+from urllib.parse import urlsplit, urlunsplit
+
+__all__ = [
+    "ProvisionedRedis",
+    "RedisServer",
+    "RedisServerError",
+    "RedisUnavailable",
+    "docker_available",
+    "free_port",
+    "provision",
+]
+
+HOST = "127.0.0.1"
+CONTAINER_IMAGE = "redis:7-alpine"
+
+UNAVAILABLE_MESSAGE = (
+    "no Redis available: pass --redis URL or set REDIS_URL, run a Docker engine "
+    "(with the 'testcontainers[redis]' extra installed), or install redis-server on PATH"
+)
+
+
+class RedisUnavailable(RuntimeError):
+    """No way to get a Redis: no URL given, no Docker engine, no redis-server binary."""
+
+
+class RedisServerError(RuntimeError):
+    """A redis-server child could not be started (one-line message with the tail of its log)."""
+
+
+def free_port(host: str = HOST) -> int:
+    """A TCP port that was free on `host` a moment ago (the kernel's choice, so never 6379 unless
+    the kernel hands it out, which it does not from its ephemeral range)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+# --------------------------------------------------------------------------------------------
+# redis-server as a child process
+
+
+_live: set[RedisServer] = set()
+_live_lock = threading.Lock()
+
+
+@atexit.register
+def _stop_leftovers() -> None:  # a safety net for CLI runs that exit without stopping
+    with _live_lock:
+        servers = list(_live)
+    for server in servers:
+        with contextlib.suppress(Exception):
+            server.stop()
+
+
+_versions: dict[str, str] = {}
+
+
+def _binary_version(binary: str) -> str:
+    if binary not in _versions:
+        try:
+            out = subprocess.run([binary, "--version"], capture_output=True, text=True,
+                                 timeout=5).stdout
+        except (OSError, subprocess.SubprocessError):
+            out = ""
+        m = re.search(r"v=(\S+)", out)
+        _versions[binary] = m.group(1) if m else "?"
+    return _versions[binary]
+
+
+def _server_pid(port: int, timeout: float = 0.25) -> int | None:
+    """The process_id a Redis on HOST:port reports (inline INFO server), or None if none answers.
+    Comparing it with our child's PID makes sure we never mistake someone else's Redis for ours."""
+    try:
+        with socket.create_connection((HOST, port), timeout=timeout) as s:
+            s.sendall(b"INFO server\r\n")
+            data = b""
+            while not re.search(rb"process_id:\d+\r\n", data):
+                chunk = s.recv(4096)
+                if not chunk or len(data) > 65536:
+                    return None
+                data += chunk
+    except OSError:
+        return None
+    m = re.search(rb"process_id:(\d+)", data)
+    return int(m.group(1)) if m else None
+
+
+def _tail(path: str | None, lines: int = 5) -> str:
+    if not path:
+        return ""
+    try:
+        with open(path, "rb") as f:
+            text = f.read()[-4000:].decode("utf-8", "replace")
+    except OSError:
+        return ""
+    kept = [ln.strip() for ln in text.splitlines() if ln.strip()][-lines:]
+    return " | ".join(kept)
+
+
+class RedisServer:
+    """A `redis-server` child on 127.0.0.1, persistence off, in its own temporary directory.
+
+    `start()` picks a free port the first time and keeps it: `restart()` (stop, then start on the
+    same port) therefore comes back at the same URL with an empty dataset, which the simulator
+    uses as its "Redis restart" fault. `kill()` is SIGKILL without a restart; `pause()`/`resume()`
+    are SIGSTOP/SIGCONT. Every control method is a no-op when the process is already gone.
+    """
+
+    def __init__(self, *, binary: str | None = None, port: int | None = None,
+                 startup_timeout: float = 10.0, stop_timeout: float = 5.0) -> None:
+        resolved = binary or shutil.which("redis-server")
+        if not resolved:
+            raise RedisUnavailable(UNAVAILABLE_MESSAGE)
+        self.binary = resolved
+        self.startup_timeout = startup_timeout
+        self.stop_timeout = stop_timeout
+        self._port = port
+        self._proc: subprocess.Popen | None = None
+        self._dir: str | None = None
+
+    # ---- properties
+
+    @property
+    def port(self) -> int | None:
+        return self._port
+
+    @property
+    def url(self) -> str:
+        if self._port is None:
+            raise RuntimeError("RedisServer has no port yet: call start() first")
+        return f"redis://{HOST}:{self._port}/0"
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc is not None else None
+
+    @property
+    def running(self) -> bool:
+        """True while the child has not exited (also while it is paused)."""
+        return self._proc is not None and self._proc.poll() is None
+
+    @property
+    def dir(self) -> str | None:
+        """The temporary working directory of the current (or last killed) child."""
+        return self._dir
+
+    @property
+    def log_path(self) -> str | None:
+        return os.path.join(self._dir, "redis.log") if self._dir else None
+
+    @property
+    def version(self) -> str:
+        return _binary_version(self.binary)
+
+    @property
+    def label(self) -> str:
+        return f"redis-server {self.version} on {HOST}:{self._port} (pid {self.pid})"
+
+    def __repr__(self) -> str:
+        state = "running" if self.running else "stopped"
+        return f"<RedisServer {HOST}:{self._port} pid={self.pid} {state}>"
+
+    # ---- lifecycle
+
+    def start(self) -> RedisServer:
+        """Start the child and wait (bounded) until it answers PING. No-op when running."""
+        if self.running:
+            return self
+        self._cleanup()  # a previous child that was killed: reap it, drop its directory
+        auto = self._port is None  # only a port we picked ourselves may be re-picked
+        for attempt in range(3 if auto else 1):
+            if auto:
+                self._port = free_port()
+            try:
+                self._spawn()
+                return self
+            except RedisServerError as e:
+                # a port picked by free_port() can be taken by someone else before we bind it
+                if not (auto and attempt < 2 and "in use" in str(e)):
+                    if auto:
+                        self._port = None
+                    raise
+        raise AssertionError("unreachable")
+
+    def _spawn(self) -> None:
+        self._dir = tempfile.mkdtemp(prefix="scopehub-redis-")
+        log = os.path.join(self._dir, "redis.log")
+        argv = [
+            self.binary,
+            "--port", str(self._port),
+            "--bind", HOST,
+            "--save", "",
+            "--appendonly", "no",
+            "--dir", self._dir,
+            "--daemonize", "no",
+            "--logfile", log,
+        ]
+        try:
+            self._proc = subprocess.Popen(
+                argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL, start_new_session=True, close_fds=True,
+            )
+        except OSError as e:
+            self._cleanup()
+            raise RedisServerError(f"cannot run {self.binary}: {e}") from None
+        with _live_lock:
+            _live.add(self)
+        deadline = time.monotonic() + self.startup_timeout
+        delay = 0.005
+        while True:
+            if self._proc.poll() is not None:
+                tail = _tail(log)
+                code = self._proc.returncode
+                self._cleanup()
+                raise RedisServerError(
+                    f"redis-server on {HOST}:{self._port} exited with code {code} before "
+                    f"answering PING: {tail or 'no log output'}")
+            answered = _server_pid(self._port)
+            if answered == self._proc.pid:
+                return
+            if answered is not None:  # someone else's Redis took the port before ours bound it
+                self._cleanup()
+                raise RedisServerError(f"port {HOST}:{self._port} is in use by another Redis "
+                                       f"(pid {answered})")
+            if time.monotonic() >= deadline:
+                tail = _tail(log)
+                self._cleanup()
+                raise RedisServerError(
+                    f"redis-server on {HOST}:{self._port} did not answer PING within "
+                    f"{self.startup_timeout:g}s: {tail or 'no log output'}")
+            time.sleep(delay)
+            delay = min(delay * 2, 0.1)
+
+    def stop(self) -> None:
+        """SIGTERM, then SIGKILL after `stop_timeout`; always reaped; temp dir removed."""
+        self._cleanup()
+
+    def restart(self) -> RedisServer:
+        """Stop, then start on the same port (the dataset is lost: persistence is off)."""
+        port = self._port
+        self.stop()
+        self._port = port
+        return self.start()
+
+    def kill(self) -> None:
+        """SIGKILL the child and reap it; no restart (the temp dir stays until stop/start)."""
+        proc = self._proc
+        if proc is None or proc.poll() is not None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            proc.send_signal(signal.SIGKILL)
+        proc.wait()
+
+    def pause(self) -> None:
+        """SIGSTOP: the port stays open but nothing is answered."""
+        self._signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        """SIGCONT after pause()."""
+        self._signal(signal.SIGCONT)
+
+    def _signal(self, sig: int) -> None:
+        proc = self._proc
+        if proc is not None and proc.poll() is None:  # poll() first: never signal a reaped PID
+            with contextlib.suppress(ProcessLookupError):
+                proc.send_signal(sig)
+
+    def _cleanup(self) -> None:
+        proc, self._proc = self._proc, None
+        if proc is not None:
+            try:
+                if proc.poll() is None:
+                    with contextlib.suppress(ProcessLookupError):
+                        proc.send_signal(signal.SIGTERM)
+                        proc.send_signal(signal.SIGCONT)  # a paused child must run to exit
+                    try:
+                        proc.wait(timeout=self.stop_timeout)
+                    except subprocess.TimeoutExpired:
+                        with contextlib.suppress(ProcessLookupError):
+                            proc.send_signal(signal.SIGKILL)
+                        proc.wait()
+            finally:
+                if proc.poll() is None:  # interrupted above (e.g. KeyboardInterrupt)
+                    with contextlib.suppress(ProcessLookupError):
+                        proc.kill()
+                    proc.wait()
+        with _live_lock:
+            _live.discard(self)
+        directory, self._dir = self._dir, None
+        if directory:
+            shutil.rmtree(directory, ignore_errors=True)
+
+    def __enter__(self) -> RedisServer:
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+# --------------------------------------------------------------------------------------------
+# Docker / testcontainers
+
+
+def docker_available(env: Mapping[str, str] = os.environ, timeout: float = 1.0) -> bool:
+    """Whether a Docker engine answers at DOCKER_HOST (or /var/run/docker.sock) within `timeout`."""
+    host = (env.get("DOCKER_HOST") or "").strip() or "unix:///var/run/docker.sock"
+    try:
+        if host.startswith("unix://"):
+            path = host[len("unix://"):]
+            if not os.path.exists(path):
+                return False
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            sock.settimeout(timeout)
+            sock.connect(path)
+        elif host.startswith(("tcp://", "http://", "https://")):
+            parts = urlsplit(host if "://" in host else f"tcp://{host}")
+            sock = socket.create_connection((parts.hostname, parts.port or 2375), timeout=timeout)
+            if host.startswith("https://") or env.get("DOCKER_TLS_VERIFY"):
+                sock.close()  # TLS: a TCP connect is as far as a quick check goes
+                return True
+        else:
+            return False
+        with sock:
+            sock.settimeout(timeout)
+            sock.sendall(b"GET /_ping HTTP/1.0\r\nHost: docker\r\n\r\n")
+            status = sock.recv(64).split(b"\r\n", 1)[0].split()
+            return len(status) >= 2 and status[0].startswith(b"HTTP/1.") and status[1] == b"200"
+    except (OSError, ValueError):
+        return False
+
+
+def _start_container() -> ProvisionedRedis | None:
+    try:
+        from testcontainers.redis import RedisContainer  # optional extra
+    except ImportError:
+        return None
+    container = RedisContainer(CONTAINER_IMAGE)
+    container.start()
+    try:
+        host = container.get_container_host_ip()
+        port = int(container.get_exposed_port(6379))
+    except BaseException:
+        container.stop()
+        raise
+    return ProvisionedRedis(
+        url=f"redis://{host}:{port}/0", kind="container",
+        label=f"testcontainers {CONTAINER_IMAGE} on {host}:{port}", stopper=container.stop,
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# provision()
+
+
+def _redact(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.rsplit("@", 1)[1]
+    user = parts.username or ""
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc}"))
+
+
+class ProvisionedRedis:
+    """A Redis to use: `url`, `kind` ("url", "container" or "binary"), a short `label`, and
+    `server` (the RedisServer when kind == "binary"). `stop()` stops what we started (nothing for
+    an explicit URL) and is idempotent."""
+
+    def __init__(self, *, url: str, kind: str, label: str, server: RedisServer | None = None,
+                 stopper: Callable[[], object] | None = None) -> None:
+        self.url = url
+        self.kind = kind
+        self.label = label
+        self.server = server
+        self._stopper = stopper
+
+    def stop(self) -> None:
+        stopper, self._stopper = self._stopper, None
+        if stopper is not None:
+            stopper()
+
+    def __enter__(self) -> ProvisionedRedis:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    def __repr__(self) -> str:
+        return f"<ProvisionedRedis {self.kind}: {self.label}>"
+
+
+def provision(url: str | None = None, *, env: Mapping[str, str] = os.environ) -> ProvisionedRedis:
+    """A Redis: `url`, else $REDIS_URL, else a testcontainers Redis where a Docker engine answers,
+    else a `redis-server` from env's PATH; else RedisUnavailable (one line)."""
+    explicit = url or (env.get("REDIS_URL") or "").strip() or None
+    if explicit:
+        source = "given" if url else "from REDIS_URL"
+        return ProvisionedRedis(url=explicit, kind="url", label=f"{_redact(explicit)} ({source})")
+
+    note = ""
+    if docker_available(env):
+        try:
+            found = _start_container()
+        except Exception as e:  # engine answers but the container does not come up
+            note = f"; a Docker engine answers but the Redis container failed: {str(e).splitlines()[0] if str(e) else type(e).__name__}"
+            found = None
+        else:
+            if found is None:
+                note = "; a Docker engine answers but testcontainers is not installed (pip install 'scopehub[containers]')"
+        if found is not None:
+            return found
+
+    binary = shutil.which("redis-server", path=env.get("PATH", os.defpath))
+    if binary:
+        server = RedisServer(binary=binary)
+        server.start()
+        return ProvisionedRedis(url=server.url, kind="binary", label=server.label, server=server,
+                                stopper=server.stop)
+    raise RedisUnavailable(UNAVAILABLE_MESSAGE + note)
