@@ -14,6 +14,7 @@ def _id() -> str:
 
 @dataclass
 class TestWorld:
+    __test__ = False  # not a pytest test class
     """Two workspaces A and B. alice and bob are members of A; carol of B; dave is a member of
     A but disabled; outsider belongs to none. Each workspace has an issue with a task; alice
     has a chat in A with a chat task; bob has a chat in A too."""

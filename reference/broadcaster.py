@@ -5,15 +5,19 @@ relays in `reference.relay` drop in behind the same interface."""
 from __future__ import annotations
 
 import abc
+import time
+from collections import deque
+from dataclasses import dataclass
 from typing import Protocol
 
-from . import events
+from . import events, positions
 
 
 class Sink(Protocol):
     """What a broadcaster delivers into: the local hub."""
 
-    def deliver(self, scope_type: str, scope_id: str, data: str, etype: str, exclude_workspace: str | None) -> None: ...
+    def deliver(self, scope_type: str, scope_id: str, data: str, etype: str,
+                exclude_workspace: str | None, seq: tuple[int, int]) -> int: ...
 
     def has_local(self, scope_type: str, scope_id: str) -> bool: ...
 
@@ -50,6 +54,16 @@ class Broadcaster(abc.ABC):
     async def on_last_unsubscribed(self, scope_type: str, scope_id: str) -> None:
         """Called when a scope loses its last local subscriber (it may have gained one since)."""
 
+    async def replay(self, scope_type: str, scope_id: str, since: tuple[int, int]) -> list | None:
+        """Every retained event of the scope after `since`, as (seq, frame, exclude_workspace)
+        in scope order; None when any event after `since` may be missing (REP-4)."""
+        return None
+
+    def cursor(self, scope_type: str, scope_id: str) -> tuple[int, int] | None:
+        """The newest entry of an open scope already handed to the hub: every later entry is
+        still to come (used by resume to tell replayed from live)."""
+        return None
+
     def retention(self) -> dict:
         return {"max_len": None, "max_age_s": None}
 
@@ -58,28 +72,70 @@ class Broadcaster(abc.ABC):
         return {}
 
 
+@dataclass
+class _Entry:
+    seq: tuple[int, int]
+    prev: tuple[int, int] | None  # the scope's previous entry: proves nothing between was trimmed
+    data: str
+    exclude: str | None
+    t: float
+
+
 class MemoryBroadcaster(Broadcaster):
-    """Single node: publish is delivery. Positions are a per-scope counter within this process."""
+    """Single node: publish is delivery. Each scope keeps its last `max_len` events (and none
+    older than `max_age_s`) for resume. Entry ids are `<boot ms>-<counter>`, so a position
+    from an earlier process never continues this one's chain."""
 
     name = "memory"
+    capabilities = ("resume",)
 
-    def __init__(self, node_id: str = "node-1") -> None:
+    def __init__(self, node_id: str = "node-1", max_len: int = 10_000, max_age_s: float | None = 3600.0) -> None:
         super().__init__()
         self.node_id = node_id
-        self._seq: dict[tuple[str, str], int] = {}
+        self.max_len, self.max_age_s = max_len, max_age_s
+        self._boot_ms = int(time.time() * 1000)
+        self._counter = 0
+        self._history: dict[tuple[str, str], deque[_Entry]] = {}
+        self._last: dict[tuple[str, str], tuple[int, int]] = {}
         self.published = 0
 
     async def publish(self, scope_type, scope_id, frame, exclude_workspace=None):
         event_id, body = events.prepare(frame)
         key = (scope_type, scope_id)
-        seq = self._seq.get(key, 0) + 1
-        self._seq[key] = seq
-        pos = f"m-{seq}"
+        self._counter += 1
+        seq = (self._boot_ms, self._counter)
+        entry_id = positions.entry_str(seq)
+        pos = positions.encode(scope_type, scope_id, entry_id)
+        data = events.finish(body, scope_type, scope_id, pos)
+        history = self._history.get(key)
+        if history is None:
+            history = self._history[key] = deque()
+        now = time.monotonic()
+        history.append(_Entry(seq, self._last.get(key), data, exclude_workspace, now))
+        self._last[key] = seq
+        while len(history) > self.max_len or (self.max_age_s and now - history[0].t > self.max_age_s):
+            history.popleft()
         self.published += 1
         assert self.sink is not None, "broadcaster not bound to a hub"
-        self.sink.deliver(scope_type, scope_id, events.finish(body, scope_type, scope_id, pos),
-                          events.type_of(frame), exclude_workspace)
+        self.sink.deliver(scope_type, scope_id, data, events.type_of(frame), exclude_workspace, seq)
         return event_id, pos
+
+    async def replay(self, scope_type, scope_id, since):
+        key = (scope_type, scope_id)
+        if self._last.get(key) == since:
+            return []  # nothing published since
+        history = self._history.get(key, ())
+        now = time.monotonic()
+        after = [e for e in history if e.seq > since and not (self.max_age_s and now - e.t > self.max_age_s)]
+        if not after or after[0].prev != since:
+            return None
+        return [(e.seq, e.data, e.exclude) for e in after]
+
+    def cursor(self, scope_type, scope_id):
+        return self._last.get((scope_type, scope_id))  # delivery is synchronous with publish
+
+    def retention(self) -> dict:
+        return {"max_len": self.max_len, "max_age_s": self.max_age_s}
 
     def snapshot(self) -> dict:
         return {"strategy": self.name, "node_id": self.node_id, "connected": True, "published_total": self.published}

@@ -20,6 +20,7 @@ class Connection:
     __slots__ = (
         "ws", "transport", "user_id", "workspace_id", "subscriptions", "limit", "_queue",
         "_wakeup", "_on_evict", "_metrics", "closed", "evicted", "last_pong", "_tasks",
+        "buffers", "live_from", "_drained", "counted",
     )
 
     def __init__(self, ws: web.WebSocketResponse, transport, user_id: str, workspace_id: str,
@@ -38,6 +39,12 @@ class Connection:
         self.evicted = False
         self.last_pong = asyncio.get_running_loop().time()
         self._tasks: list[asyncio.Task] = []
+        # Resume (REP-3): live frames of a scope held back while its replay is read, and per
+        # scope the last entry the hub had delivered when this connection joined it.
+        self.buffers: dict[tuple[str, str], list] | None = None
+        self.live_from: dict[tuple[str, str], tuple[int, int] | None] = {}
+        self._drained = asyncio.Event()
+        self.counted = False  # registered with the hub (attach) and not yet detached
 
     # -- sending ---------------------------------------------------------------------------
     def enqueue(self, data: str) -> bool:
@@ -50,6 +57,31 @@ class Connection:
         self._queue.append(data)
         self._wakeup.set()
         return True
+
+    async def put(self, data: str, timeout: float = 10.0) -> bool:
+        """Queue one frame, waiting (bounded) for room: replays can be longer than the queue.
+        A connection that takes no frame for `timeout` is evicted (DEL-6), never left with a gap."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while not self.closed and len(self._queue) >= self.limit:
+            self._drained.clear()
+            try:
+                await asyncio.wait_for(self._drained.wait(), max(0.0, deadline - loop.time()))
+            except asyncio.TimeoutError:
+                self.evict()
+        return self.enqueue(data)
+
+    def hold(self, scope: tuple[str, str]) -> None:
+        """Start holding back live frames of `scope` (see Hub.resume)."""
+        if self.buffers is None:
+            self.buffers = {}
+        self.buffers[scope] = []
+
+    def release(self, scope: tuple[str, str]) -> list:
+        held = self.buffers.pop(scope, []) if self.buffers else []
+        if not self.buffers:
+            self.buffers = None
+        return held
 
     def evict(self) -> None:
         if self.closed:
@@ -70,6 +102,8 @@ class Connection:
                     continue
                 await ws.send_str(queue.popleft())
                 metrics.messages_sent += 1
+                if len(queue) <= self.limit // 2:
+                    self._drained.set()
         except (ConnectionError, RuntimeError):
             self.abort()
 

@@ -8,6 +8,7 @@ no event frame of the scope precedes its ack and none follows an unsubscribe_ack
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 
 from .broadcaster import Broadcaster
@@ -17,16 +18,16 @@ from .metrics import Metrics
 log = logging.getLogger("scopehub.hub")
 
 Scope = tuple[str, str]
+Seq = tuple[int, int]
 
 
 class Hub:
     def __init__(self, broadcaster: Broadcaster, metrics: Metrics) -> None:
         self.broadcaster = broadcaster
         self.metrics = metrics
-        self.connections: set[Connection] = set()
+        self.connections: set[Connection] = set()  # live ones: authenticated and acked
         self.scopes: dict[Scope, set[Connection]] = {}
         self._joining: dict[Scope, int] = {}
-        self._attaching: set[Connection] = set()  # not live yet: no global frame before auth_ack
         self._closing: set[asyncio.Task] = set()  # strong refs so callbacks are not collected
         broadcaster.bind(self)
 
@@ -37,17 +38,21 @@ class Hub:
         return key in self.scopes or self._joining.get(key, 0) > 0
 
     def deliver(self, scope_type: str, scope_id: str, data: str, etype: str,
-                exclude_workspace: str | None = None) -> int:
+                exclude_workspace: str | None, seq: Seq) -> int:
+        key = (scope_type, scope_id)
         if scope_type == "global":
-            targets = tuple(c for c in self.connections if c not in self._attaching)
+            targets = tuple(self.connections)
         else:
-            subs = self.scopes.get((scope_type, scope_id))
+            subs = self.scopes.get(key)
             if not subs:
                 return 0
             targets = tuple(subs)  # enqueue may evict, which mutates the set
         n = 0
         for conn in targets:
             if exclude_workspace is not None and conn.workspace_id == exclude_workspace:
+                continue
+            if conn.buffers is not None and key in conn.buffers:
+                conn.buffers[key].append((seq, data))
                 continue
             n += conn.enqueue(data)
         if n:
@@ -57,34 +62,24 @@ class Hub:
     # -- connections and subscriptions ---------------------------------------------------------
     async def attach(self, conn: Connection, ack: str | None) -> bool:
         """Register an authenticated connection, auto-subscribed to its workspace and user
-        before `ack` (HS-6) is queued."""
-        self.connections.add(conn)
+        before `ack` (HS-6) is queued. It receives global frames from then on, not before."""
         self.metrics.connects += 1
         self.metrics.active_connections += 1
-        self._attaching.add(conn)
-        try:
-            return await self.join(conn, (("workspace", conn.workspace_id), ("user", conn.user_id)), ack)
-        finally:
-            self._attaching.discard(conn)
+        return await self.join(conn, (("workspace", conn.workspace_id), ("user", conn.user_id)), ack, attach=True)
 
     def detach(self, conn: Connection) -> None:
-        if conn not in self.connections:
+        if not conn.counted:
             return
+        conn.counted = False
         self.connections.discard(conn)
         self.metrics.disconnects += 1
         self.metrics.active_connections -= 1
         for scope in tuple(conn.subscriptions):
             self.leave(conn, scope)
 
-    async def join(self, conn: Connection, scopes: tuple[Scope, ...], ack: str | None) -> bool:
-        """Subscribe conn to scopes (idempotent, SUB-5), then queue `ack` in the same step.
-
-        The broadcaster is asked to open every scope first; a join in flight counts as a local
-        subscriber, so a concurrent last-unsubscribe cannot stop a reader we are about to use."""
-        if all(scope in conn.subscriptions for scope in scopes):
-            if ack is not None:
-                conn.enqueue(ack)
-            return True
+    async def _open(self, scopes: tuple[Scope, ...]) -> None:
+        """Have the broadcaster read these scopes. A join in flight counts as a local subscriber,
+        so a concurrent last-unsubscribe cannot stop a reader we are about to use."""
         for scope in scopes:
             self._joining[scope] = self._joining.get(scope, 0) + 1
         try:
@@ -97,19 +92,38 @@ class Hub:
                     self._joining[scope] = left
                 else:
                     del self._joining[scope]
-        if conn.closed or conn not in self.connections:
-            for scope in scopes:
+
+    async def join(self, conn: Connection, scopes: tuple[Scope, ...], ack: str | None, *,
+                   attach: bool = False) -> bool:
+        """Subscribe conn to scopes (idempotent, SUB-5), then queue `ack` in the same step."""
+        if attach:
+            conn.counted = True
+        missing = tuple(s for s in scopes if s not in conn.subscriptions)
+        if missing:
+            await self._open(missing)
+        if conn.closed or not conn.counted:
+            for scope in missing:
                 self._maybe_close(scope)
             return False
-        for scope in scopes:
-            self.scopes.setdefault(scope, set()).add(conn)
-            conn.subscriptions.add(scope)
+        for scope in missing:
+            self._add(conn, scope)
+        if attach:
+            self.connections.add(conn)
         if ack is not None:
             conn.enqueue(ack)
         return True
 
+    def _add(self, conn: Connection, scope: Scope) -> None:
+        self.scopes.setdefault(scope, set()).add(conn)
+        conn.subscriptions.add(scope)
+        # Entries after the broadcaster's cursor reach this connection live; older ones did not.
+        conn.live_from[scope] = self.broadcaster.cursor(*scope)
+
     def leave(self, conn: Connection, scope: Scope) -> None:
         conn.subscriptions.discard(scope)
+        conn.live_from.pop(scope, None)
+        if conn.buffers:
+            conn.release(scope)
         subs = self.scopes.get(scope)
         if subs is None:
             return
@@ -117,6 +131,47 @@ class Hub:
         if not subs:
             del self.scopes[scope]
             self._maybe_close(scope)
+
+    # -- resume (REP) -------------------------------------------------------------------------
+    async def resume(self, conn: Connection, scope: Scope, since: Seq | None) -> None:
+        """Subscribe with `since` (REP-2..4). `since` None means it cannot be honoured (another
+        scope's position): answer recovered false.
+
+        Live frames of the scope are held back from the moment the connection holds it until
+        the replay has been read; then the ack, the replayed frames and the held-back ones
+        newer than the replay go out in scope order, each once (REP-3)."""
+        if scope not in conn.subscriptions:
+            await self._open((scope,))
+            if conn.closed or not conn.counted:
+                self._maybe_close(scope)
+                return
+            self._add(conn, scope)
+        live_from = conn.live_from.get(scope)  # entries after it reached conn live
+        conn.hold(scope)
+        entries = None
+        if since is not None:
+            try:
+                entries = await self.broadcaster.replay(*scope, since)
+            except Exception as e:  # the store is unreachable: an honest "not recovered"
+                log.warning("replay of %s failed: %r", scope, e)
+        if conn.closed or scope not in conn.subscriptions:
+            conn.release(scope)
+            return
+        payload = {"scope": scope[0], "id": scope[1], "recovered": entries is not None}
+        conn.enqueue(json.dumps({"type": "subscribe_ack", "payload": payload}, separators=(",", ":")))
+        last = since
+        for seq, data, exclude in entries or ():
+            if live_from is not None and seq > live_from:
+                break  # delivered live already, or held back below
+            if exclude is not None and exclude == conn.workspace_id:
+                continue
+            if not await conn.put(data):
+                return
+            last = seq
+        for seq, data in conn.release(scope):
+            if entries is None or seq > last:
+                if not conn.enqueue(data):
+                    return
 
     def _maybe_close(self, scope: Scope) -> None:
         if not self.has_local(*scope):
@@ -133,4 +188,3 @@ class Hub:
     async def publish(self, scope_type: str, scope_id: str, frame: dict,
                       exclude_workspace: str | None = None) -> tuple[str, str | None]:
         return await self.broadcaster.publish(scope_type, scope_id, frame, exclude_workspace)
-

@@ -9,7 +9,7 @@ import logging
 
 from aiohttp import WSMsgType, web
 
-from . import tokens
+from . import positions, tokens
 from .authorizer import ALLOWED
 from .connection import Connection
 from .origin import origin_allowed
@@ -196,7 +196,16 @@ async def _handle_frame(data: str | bytes, conn: Connection, st: NodeState) -> N
         if not isinstance(payload, dict) or not scope or not sid:  # IN-1
             conn.enqueue(_frame(f"{kind}_error", scope=scope, id=sid, error="invalid payload"))
         elif kind == "subscribe":
-            await _subscribe(conn, st, scope, sid)
+            since = payload.get("since")
+            if since is None:
+                await _subscribe(conn, st, scope, sid, RESUME_NONE)
+                return
+            try:  # REP-5: payload checks come before scope and authorization checks
+                entry = positions.decode(since, scope, sid)
+            except positions.BadPosition:
+                conn.enqueue(_frame("subscribe_error", scope=scope, id=sid, error="invalid payload"))
+                return
+            await _subscribe(conn, st, scope, sid, entry)
         else:
             if scope != "global":  # SUB-4: global cannot be left
                 st.hub.leave(conn, (scope, sid))
@@ -204,7 +213,11 @@ async def _handle_frame(data: str | bytes, conn: Connection, st: NodeState) -> N
     # IN-3: unknown types are ignored
 
 
-async def _subscribe(conn: Connection, st: NodeState, scope: str, sid: str) -> None:
+RESUME_NONE = object()  # a plain subscribe, without `since`
+
+
+async def _subscribe(conn: Connection, st: NodeState, scope: str, sid: str, since) -> None:
+    """`since` is RESUME_NONE, an entry of this scope, or None (a position of another scope)."""
     if scope in ("workspace", "user"):  # SUB-1
         own = conn.workspace_id if scope == "workspace" else conn.user_id
         decision = ALLOWED if sid == own else "forbidden"
@@ -217,4 +230,7 @@ async def _subscribe(conn: Connection, st: NodeState, scope: str, sid: str) -> N
         conn.enqueue(_frame("subscribe_error", scope=scope, id=sid, error=decision))
         return
     st.metrics.subscribes[scope] += 1
-    await st.hub.join(conn, ((scope, sid),), _frame("subscribe_ack", scope=scope, id=sid))
+    if since is RESUME_NONE:
+        await st.hub.join(conn, ((scope, sid),), _frame("subscribe_ack", scope=scope, id=sid))
+    else:  # REP-7: only after authorization
+        await st.hub.resume(conn, (scope, sid), since)

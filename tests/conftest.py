@@ -3,6 +3,7 @@ clients that speak the wire protocol."""
 
 from __future__ import annotations
 
+import os
 import secrets
 from dataclasses import dataclass, replace
 
@@ -15,6 +16,17 @@ from conformance.world import TestWorld
 from reference.app import build_app
 from reference.config import ServerConfig
 from reference.state import STATE, NodeState
+
+# Hypothesis profiles: `dev` while working, `ci` (derandomized, no example database) when the
+# CI variable is set, `nightly` for long explorations: HYPOTHESIS_PROFILE=nightly make test.
+from hypothesis import HealthCheck, settings
+
+_slow_ok = [HealthCheck.too_slow, HealthCheck.function_scoped_fixture]
+settings.register_profile("dev", max_examples=10, deadline=None, print_blob=True, suppress_health_check=_slow_ok)
+settings.register_profile("ci", max_examples=15, deadline=None, derandomize=True, database=None,
+                          print_blob=True, suppress_health_check=_slow_ok)
+settings.register_profile("nightly", max_examples=300, deadline=None, print_blob=True, suppress_health_check=_slow_ok)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE") or ("ci" if os.environ.get("CI") else "dev"))
 
 
 @dataclass

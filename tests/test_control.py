@@ -6,6 +6,7 @@ import jwt
 import pytest
 
 from conformance.client import AuthRefused, WsClient
+from reference.broadcaster import MemoryBroadcaster, PublishFailed
 from reference.config import parse_cidrs
 from wire_helpers import WAIT, ack, http, marker, publish_and_receive, sub_error, with_id
 
@@ -342,4 +343,22 @@ async def test_faults_are_per_node_and_subscriptions_held_keep_delivering(start_
 async def test_faults_malformed_body_is_400(node, session):
     status, _, _ = await http(session, "PUT", node.base + "/_control/faults", data=b"{nope",
                               headers={**node.control.headers, "Content-Type": "application/json"})
+    assert status == 400
+
+
+class _StoreDown(MemoryBroadcaster):
+    """A relay whose store refuses every write."""
+
+    async def publish(self, scope_type, scope_id, frame, exclude_workspace=None):
+        raise PublishFailed("relay store unreachable")
+
+
+@pytest.mark.req("CTL-4", "NODE-3")
+async def test_publish_the_relay_cannot_store_is_503_with_an_error(start_node, session, world):
+    node = await start_node(broadcaster=_StoreDown())
+    status, doc, _ = await _publish_raw(session, node, body={"scope": "workspace", "id": world.ws_a, "frame": {"type": "t"}})
+    assert status == 503
+    assert isinstance(doc, dict) and isinstance(doc.get("error"), str) and doc["error"]
+    # validation still answers 400 first
+    status, _, _ = await _publish_raw(session, node, body={"scope": "global", "id": "x", "frame": {}})
     assert status == 400

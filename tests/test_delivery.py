@@ -284,11 +284,11 @@ async def test_unsubscribe_while_publishing_cuts_cleanly(node, connect, world):
             i += 1
 
     pub = asyncio.create_task(publisher())
-    await poll(lambda: _async(len(log) >= 50))
+    await poll(lambda: len(log) >= 50)
     sent_at = loop.time()
     await alice.unsubscribe("task", world.task_a)
     acked_at = loop.time()  # no earlier than the ack's arrival
-    await poll(lambda: _async(sum(1 for s, _, _ in log if s > acked_at) >= 50))
+    await poll(lambda: sum(1 for s, _, _ in log if s > acked_at) >= 50)
     stop.set()
     await asyncio.wait_for(pub, WAIT)
     await marker(node, "workspace", world.ws_a, alice)
@@ -300,10 +300,6 @@ async def test_unsubscribe_while_publishing_cuts_cleanly(node, connect, world):
     assert got == [e for _, _, e in log][:len(got)]
 
 
-async def _async(value):
-    return value
-
-
 # -- DEL-6: slow consumers -----------------------------------------------------------------------
 
 @pytest.mark.req("DEL-6", "DEL-1", "DEL-3", "HL-1", "HL-3")
@@ -312,18 +308,18 @@ async def test_slow_consumer_is_evicted_with_a_gap_free_prefix_while_readers_get
     node = await start_node(send_queue=8)
     token = await node.control.token(world.alice)
     reader = await WsClient.connect(session, node.base, workspace_id=world.ws_a, token=token)
-    try:
-        await _slow_consumer_case(loop, node, session, world, token, reader)
-    finally:
-        await reader.close()
-
-
-async def _slow_consumer_case(loop, node, session, world, token, reader):
-    assert await reader.subscribe("task", world.task_a) == ack("subscribe", "task", world.task_a)
-
     # The slow consumer: a plain aiohttp socket whose messages nobody receives after the ack.
     slow = await session.ws_connect(node.base + "/ws", params={"workspace_id": world.ws_a}, max_msg_size=0,
                                     timeout=aiohttp.ClientWSTimeout(ws_close=2.0))
+    try:
+        await _slow_consumer_case(loop, node, session, world, token, reader, slow)
+    finally:
+        await reader.close()
+        await slow.close()
+
+
+async def _slow_consumer_case(loop, node, session, world, token, reader, slow):
+    assert await reader.subscribe("task", world.task_a) == ack("subscribe", "task", world.task_a)
     await slow.send_json({"type": "auth", "payload": {"token": token}})
     assert await slow.receive_json(timeout=WAIT) == {"type": "auth_ack"}
     await slow.send_json({"type": "subscribe", "payload": {"scope": "task", "id": world.task_a}})
@@ -359,7 +355,6 @@ async def _slow_consumer_case(loop, node, session, world, token, reader):
     assert seqs == list(range(len(seqs)))
     assert len(seqs) < len(published)
     assert slow.closed
-    print(f"slow consumer: evicted after {len(published)} events, had received {len(seqs)}")
 
     # The reading client got everything, in order, and stays open.
     await reader.wait_for(with_id(published[-1]), WAIT)

@@ -138,9 +138,11 @@ async def authenticate(client: WsClient, token: str) -> Any:
 
 
 async def expect_refusal(client: WsClient, text: str) -> None:
-    """HS-3: exactly one text frame {"error": text}, then the close."""
-    await client.wait_closed(WAIT)
+    """HS-3: exactly one text frame {"error": text}, then the close (the reference server's code is
+    1008, docs/protocol.md; the contract names none)."""
+    code = await client.wait_closed(WAIT)
     assert client.frames == [{"error": text}]
+    assert code == 1008
 
 
 async def ping_pong(client: WsClient) -> None:
@@ -539,7 +541,7 @@ async def test_transport_pings_do_not_count_as_auth_nor_extend_the_timeout(start
     assert pongs >= 1
     assert msg.type is aiohttp.WSMsgType.TEXT and json.loads(msg.data) == {"error": AUTH_TIMEOUT}
     closing = await asyncio.wait_for(ws.receive(), WAIT)
-    assert closing.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSING, aiohttp.WSMsgType.CLOSED)
+    assert (closing.type, closing.data) == (aiohttp.WSMsgType.CLOSE, 1008)
 
 
 @pytest.mark.req("HS-3")

@@ -6,9 +6,10 @@ WebSocket clients. Every wait is bounded."""
 from __future__ import annotations
 
 import asyncio
+import inspect
 import json
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Any
 
 import aiohttp
@@ -61,13 +62,15 @@ async def marker(node, scope: str, scope_id: str, *clients: WsClient) -> dict:
     return published
 
 
-async def poll(check: Callable[[], Awaitable[Any]], timeout: float = WAIT, interval: float = 0.02) -> Any:
-    """Call `check` until it returns something truthy; fail after `timeout` seconds."""
+async def poll(check: Callable[[], Any], timeout: float = WAIT, interval: float = 0.02) -> Any:
+    """Call `check` (plain or async) until it returns something truthy; fail after `timeout` seconds."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     last = None
     while True:
-        last = await check()
+        last = check()
+        if inspect.isawaitable(last):
+            last = await last
         if last:
             return last
         if loop.time() >= deadline:

@@ -16,7 +16,9 @@ STRATEGIES = ("memory", "streams", "sharded")
 
 def make_broadcaster(strategy: str, node_id: str, settings: RelaySettings | None = None) -> Broadcaster:
     if strategy == "memory":
-        return MemoryBroadcaster(node_id)
+        if settings is None:
+            return MemoryBroadcaster(node_id)
+        return MemoryBroadcaster(node_id, max_len=settings.max_len, max_age_s=settings.max_age_s)
     if settings is None or not settings.url:
         raise ValueError(f"the {strategy} relay needs a Redis URL")
     if strategy == "streams":

@@ -89,7 +89,7 @@ class RedisRelay(Broadcaster):
     """Base for the Redis strategies. Subclasses say where an event goes (`_target`) and
     how it is read back."""
 
-    capabilities = ()
+    capabilities = ("resume",)
 
     def __init__(self, node_id: str, settings: RelaySettings):
         super().__init__()
@@ -167,16 +167,37 @@ class RedisRelay(Broadcaster):
         except TRANSIENT:
             pass
 
+    @staticmethod
+    def _frame(scope_type: str, scope_id: str, entry_id: str, fields: dict) -> str:
+        return events.finish(fields.get("b") or "{}", scope_type, scope_id,
+                             positions.encode(scope_type, scope_id, entry_id))
+
     def _deliver(self, scope_type: str, scope_id: str, entry_id: str, fields: dict) -> None:
-        body = fields.get("b")
-        if not body:
+        if not fields.get("b"):
             return
-        pos = positions.encode(scope_type, scope_id, entry_id)
         assert self.sink is not None
-        self.sink.deliver(scope_type, scope_id, events.finish(body, scope_type, scope_id, pos),
-                          fields.get("t", ""), fields.get("x") or None)
+        self.sink.deliver(scope_type, scope_id, self._frame(scope_type, scope_id, entry_id, fields),
+                          fields.get("t", ""), fields.get("x") or None, positions.parse_entry(entry_id))
         self.metrics.xread_total += 1
         self.metrics.observe_entry(entry_id)
+
+    # -- replay (REP) ---------------------------------------------------------------------------
+    async def _entries_after(self, key: str, since_id: str):
+        """Yield pages of the stream's entries after since_id, oldest first (bounded)."""
+        start, budget = since_id, 2 * self.settings.max_len + 1000
+        while budget > 0:
+            page = await asyncio.wait_for(self.write.xrange(key, min=f"({start}", max="+", count=500), 5.0)
+            if not page:
+                return
+            yield page
+            budget -= len(page)
+            start = page[-1][0]
+            if len(page) < 500:
+                return
+
+    def _replayed(self, scope_type: str, scope_id: str, entries: list) -> list:
+        return [(positions.parse_entry(eid), self._frame(scope_type, scope_id, eid, f), f.get("x") or None)
+                for eid, f in entries if f.get("b")]
 
     # -- heartbeat ------------------------------------------------------------------------------
     def heartbeat_key(self, instance: str | None = None) -> str:

@@ -11,6 +11,7 @@ import logging
 
 from redis.exceptions import ResponseError
 
+from .. import positions
 from .base import TRANSIENT, Backoff, RedisRelay, RelaySettings, new_client, now_entry_id
 
 log = logging.getLogger("scopehub.relay.sharded")
@@ -21,6 +22,10 @@ def fnv1a32(data: bytes) -> int:
     for b in data:
         h = ((h ^ b) * 0x01000193) & 0xFFFFFFFF
     return h
+
+
+def shard_of(scope_type: str, scope_id: str, shards: int) -> int:
+    return fnv1a32(scope_type.encode() + b"\0" + scope_id.encode()) % shards
 
 
 def shard_key(n: int) -> str:
@@ -37,7 +42,7 @@ class ShardedRelay(RedisRelay):
         self.cursors: list[str] = []
 
     def shard_for(self, scope_type: str, scope_id: str) -> int:
-        return fnv1a32(scope_type.encode() + b"\0" + scope_id.encode()) % self.settings.shards
+        return shard_of(scope_type, scope_id, self.settings.shards)
 
     def _target(self, scope_type, scope_id):
         n = self.shard_for(scope_type, scope_id)
@@ -51,6 +56,26 @@ class ShardedRelay(RedisRelay):
         self.cursors = [await self._end_of(shard_key(n)) for n in range(self.settings.shards)]
         for n in range(self.settings.shards):
             self._spawn(self._read_loop(n))
+
+    def cursor(self, scope_type, scope_id):
+        if not self.cursors:
+            return None
+        return positions.parse_entry(self.cursors[self.shard_for(scope_type, scope_id)])
+
+    async def replay(self, scope_type, scope_id, since):
+        key, since_id = shard_key(self.shard_for(scope_type, scope_id)), positions.entry_str(since)
+        mine = []
+        async for page in self._entries_after(key, since_id):
+            for entry in page:
+                fields = entry[1]
+                if fields.get("s") == scope_type and fields.get("i") == scope_id:
+                    if not mine and fields.get("p") != since_id:
+                        return None  # the scope's chain is broken: something after `since` is gone
+                    mine.append(entry)
+        if mine:
+            return self._replayed(scope_type, scope_id, mine)
+        last = await asyncio.wait_for(self.write.hget(key + ":last", f"{scope_type}\0{scope_id}"), 5.0)
+        return [] if last == since_id else None
 
     async def _end_of(self, key: str) -> str:
         try:

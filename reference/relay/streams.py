@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 
 from redis.exceptions import ResponseError
 
+from .. import positions
 from . import scripts
 from .base import TRANSIENT, Backoff, RedisRelay, RelaySettings, new_client, now_entry_id
 
@@ -137,6 +138,27 @@ class StreamsRelay(RedisRelay):
         slot.wakeup.set()
         if slot.client_id is not None:
             await self._best_effort(self.write.client_unblock(slot.client_id))
+
+    def cursor(self, scope_type, scope_id):
+        slot = self._open.get((scope_type, scope_id))
+        reading = slot.streams.get(stream_key(scope_type, scope_id)) if slot else None
+        return positions.parse_entry(reading.cursor) if reading else None
+
+    # -- replay ---------------------------------------------------------------------------------
+    async def replay(self, scope_type, scope_id, since):
+        key, since_id = stream_key(scope_type, scope_id), positions.entry_str(since)
+        entries = []
+        async for page in self._entries_after(key, since_id):
+            entries.extend(page)
+        if entries:
+            # The oldest retained entry after `since` must link back to it, else some were trimmed
+            # or the stream is a new one (deleted, expired, lost in a restart).
+            return self._replayed(scope_type, scope_id, entries) if entries[0][1].get("p") == since_id else None
+        try:
+            info = await asyncio.wait_for(self.write.xinfo_stream(key), 5.0)
+        except ResponseError:
+            return None  # no stream: whatever followed `since` is gone with it
+        return [] if info["last-generated-id"] == since_id else None
 
     # -- reading --------------------------------------------------------------------------------
     async def _read_loop(self, slot: _Slot) -> None:

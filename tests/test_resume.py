@@ -1,0 +1,299 @@
+"""Resume (REP-1..7): gap-free replay after reconnect, on one node and across a 3-node cluster
+for both Redis relays, with retention deciding `recovered`."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+
+import pytest
+import redis.asyncio as aioredis
+
+from conformance.client import WsClient
+from reference.broadcaster import MemoryBroadcaster
+from reference.relay.sharded import shard_key, shard_of
+from reference.relay.streams import stream_key
+
+RELAYS = ["streams", "sharded"]
+
+
+def _ids(client: WsClient, scope: str, start: int = 0) -> list[str]:
+    return [f["event_id"] for f in client.events(start) if f.get("scope") == scope]
+
+
+def _is(eid):
+    return lambda f: isinstance(f, dict) and f.get("event_id") == eid
+
+
+async def _client(session, url, control, user, workspace) -> WsClient:
+    return await WsClient.connect(session, url, workspace_id=workspace, token=await control.token(user))
+
+
+async def _publish_n(control, scope, sid, n, tag="missed") -> list[dict]:
+    return [await control.publish(scope, sid, {"type": tag, "n": i}) for i in range(n)]
+
+
+# -- one node (memory broadcaster) -------------------------------------------------------------
+
+@pytest.mark.req("REP-1", "REP-2", "REP-3")
+async def test_resume_on_one_node_replays_missed_then_live(node, connect, world):
+    alice = await connect(world.alice, world.ws_a)
+    await alice.subscribe("task", world.task_a)
+    first = await node.control.publish("task", world.task_a, {"type": "seen"})
+    frame = await alice.wait_for(_is(first["event_id"]))
+    assert frame["pos"] == first["pos"] and isinstance(frame["pos"], str)
+    await alice.close()
+    missed = await _publish_n(node.control, "task", world.task_a, 5)
+    again = await connect(world.alice, world.ws_a)
+    start = len(again.frames)
+    ack = await again.subscribe("task", world.task_a, since=first["pos"])
+    assert ack == {"type": "subscribe_ack", "payload": {"scope": "task", "id": world.task_a, "recovered": True}}
+    live = await node.control.publish("task", world.task_a, {"type": "live"})
+    await again.wait_for(_is(live["event_id"]))
+    assert _ids(again, "task", start) == [m["event_id"] for m in missed] + [live["event_id"]]
+    # The ack precedes every replayed frame.
+    ack_at = again.frames.index(ack)
+    assert all(again.frames.index(f) > ack_at for f in again.events(start) if f.get("scope") == "task")
+
+
+@pytest.mark.req("REP-2")
+async def test_plain_subscribe_ack_has_no_recovered_flag(node, connect, world):
+    alice = await connect(world.alice, world.ws_a)
+    assert await alice.subscribe("task", world.task_a) == {
+        "type": "subscribe_ack", "payload": {"scope": "task", "id": world.task_a}}
+    assert "recovered" not in (await alice.subscribe("chat", world.chat_alice, since=None))["payload"]
+
+
+@pytest.mark.req("REP-5")
+@pytest.mark.parametrize("since", [42, True, {"pos": "x"}, ["1-0"], "", "not-a-position", "1-0", "1-0.zz"])
+async def test_unparseable_since_is_invalid_payload(node, connect, world, since):
+    alice = await connect(world.alice, world.ws_a)
+    assert await alice.subscribe("task", world.task_a, since=since) == {
+        "type": "subscribe_error", "payload": {"scope": "task", "id": world.task_a, "error": "invalid payload"}}
+
+
+@pytest.mark.req("REP-5")
+async def test_since_is_checked_before_the_scope(node, connect, world):
+    alice = await connect(world.alice, world.ws_a)
+    answer = await alice.subscribe("daemon_runtime", "x", since=17)
+    assert answer["payload"]["error"] == "invalid payload"
+
+
+@pytest.mark.req("REP-4")
+async def test_position_of_another_scope_does_not_recover(node, connect, world):
+    alice = await connect(world.alice, world.ws_a)
+    other = await node.control.publish("chat", world.chat_alice, {"type": "x"})
+    ack = await alice.subscribe("task", world.task_a, since=other["pos"])
+    assert ack["payload"]["recovered"] is False
+
+
+@pytest.mark.req("REP-7", "AZ-4")
+async def test_forbidden_scope_with_since_replays_nothing(node, connect, world):
+    published = await node.control.publish("chat", world.chat_bob, {"type": "secret"})
+    await node.control.publish("chat", world.chat_bob, {"type": "secret2"})
+    alice = await connect(world.alice, world.ws_a)
+    answer = await alice.subscribe("chat", world.chat_bob, since=published["pos"])
+    assert answer == {"type": "subscribe_error", "payload": {"scope": "chat", "id": world.chat_bob, "error": "forbidden"}}
+    marker = await node.control.publish("user", world.alice, {"type": "marker"})
+    await alice.wait_for(_is(marker["event_id"]))
+    assert not [f for f in alice.events() if f.get("scope") == "chat"]
+
+
+@pytest.mark.req("REP-3")
+async def test_resume_on_held_auto_scope_replays_only_what_it_missed(node, connect, world):
+    """The workspace scope is held from connect; a resume from a position older than the
+    connection replays what came before it and nothing delivered on it."""
+    first = await node.control.publish("workspace", world.ws_a, {"type": "old"})
+    gap = await _publish_n(node.control, "workspace", world.ws_a, 3, "gap")
+    bob = await connect(world.bob, world.ws_a)
+    live = await _publish_n(node.control, "workspace", world.ws_a, 2, "live")
+    await bob.wait_for(_is(live[-1]["event_id"]))
+    start = len(bob.frames)
+    ack = await bob.subscribe("workspace", world.ws_a, since=first["pos"])
+    assert ack["payload"]["recovered"] is True
+    after = await node.control.publish("workspace", world.ws_a, {"type": "after"})
+    await bob.wait_for(_is(after["event_id"]), start=start)
+    assert _ids(bob, "workspace", start) == [g["event_id"] for g in gap] + [after["event_id"]]
+    # Again from the newest position received: nothing is replayed twice.
+    start = len(bob.frames)
+    assert (await bob.subscribe("workspace", world.ws_a, since=after["pos"]))["payload"]["recovered"] is True
+    marker = await node.control.publish("workspace", world.ws_a, {"type": "marker"})
+    await bob.wait_for(_is(marker["event_id"]), start=start)
+    assert _ids(bob, "workspace", start) == [marker["event_id"]]
+
+
+@pytest.mark.req("REP-4", "REP-6")
+@pytest.mark.parametrize("missed, recovered", [(4, True), (5, True), (6, False)])
+async def test_memory_retention_boundary(start_node, session, world, missed, recovered):
+    node = await start_node(broadcaster=MemoryBroadcaster(max_len=5))
+    c = await _client(session, node.base, node.control, world.alice, world.ws_a)
+    await c.subscribe("task", world.task_a)
+    seen = await node.control.publish("task", world.task_a, {"type": "seen"})
+    await c.wait_for(_is(seen["event_id"]))
+    await c.close()
+    gap = await _publish_n(node.control, "task", world.task_a, missed)
+    c2 = await _client(session, node.base, node.control, world.alice, world.ws_a)
+    ack = await c2.subscribe("task", world.task_a, since=seen["pos"])
+    assert ack["payload"]["recovered"] is recovered
+    marker = await node.control.publish("task", world.task_a, {"type": "marker"})
+    await c2.wait_for(_is(marker["event_id"]))
+    expected = [g["event_id"] for g in gap] if recovered else []
+    assert _ids(c2, "task") == expected + [marker["event_id"]]
+    await c2.close()
+
+
+@pytest.mark.req("DEL-6", "REP-3")
+async def test_replay_longer_than_the_send_queue_arrives_whole(start_node, session, world):
+    node = await start_node(send_queue=16)
+    c = await _client(session, node.base, node.control, world.alice, world.ws_a)
+    await c.subscribe("task", world.task_a)
+    seen = await node.control.publish("task", world.task_a, {"type": "seen"})
+    await c.wait_for(_is(seen["event_id"]))
+    await c.close()
+    gap = await _publish_n(node.control, "task", world.task_a, 200)
+    c2 = await _client(session, node.base, node.control, world.alice, world.ws_a)
+    assert (await c2.subscribe("task", world.task_a, since=seen["pos"]))["payload"]["recovered"] is True
+    await c2.wait_for(_is(gap[-1]["event_id"]), timeout=10)
+    assert _ids(c2, "task") == [g["event_id"] for g in gap]
+    await c2.close()
+
+
+# -- three nodes, both relays --------------------------------------------------------------------
+
+@pytest.mark.req("REP-3", "NODE-1", "NODE-2")
+@pytest.mark.parametrize("relay", RELAYS)
+async def test_resume_on_another_node_exactly_the_missed_then_live(relay, start_cluster, session, world):
+    h = await start_cluster(relay)
+    a = await _client(session, h.urls[0], h.controls[0], world.alice, world.ws_a)
+    await a.subscribe("chat", world.chat_alice)
+    seen = await h.controls[1].publish("chat", world.chat_alice, {"type": "seen"})
+    await a.wait_for(_is(seen["event_id"]))
+    await a.close()
+    missed = await _publish_n(h.controls[2], "chat", world.chat_alice, 25)
+    b = await _client(session, h.urls[1], h.controls[1], world.alice, world.ws_a)
+    assert (await b.subscribe("chat", world.chat_alice, since=seen["pos"]))["payload"]["recovered"] is True
+    live = await h.controls[0].publish("chat", world.chat_alice, {"type": "live"})
+    await b.wait_for(_is(live["event_id"]))
+    assert _ids(b, "chat") == [m["event_id"] for m in missed] + [live["event_id"]]
+    newest = b.events()[-1]["pos"]
+    start = len(b.frames)
+    assert (await b.subscribe("chat", world.chat_alice, since=newest))["payload"]["recovered"] is True
+    marker = await h.controls[2].publish("chat", world.chat_alice, {"type": "marker"})
+    await b.wait_for(_is(marker["event_id"]), start=start)
+    assert _ids(b, "chat", start) == [marker["event_id"]]
+
+
+@pytest.mark.req("REP-4", "REP-6")
+@pytest.mark.parametrize("relay", RELAYS)
+async def test_retention_boundary_matches_what_redis_retains(relay, start_cluster, session, world):
+    k = 20
+    h = await start_cluster(relay, node_flags=("--max-len", str(k)))
+    r = aioredis.Redis.from_url(h.redis.url, decode_responses=True)
+    try:
+        for missed in (k - 1, k, k + 1, k + 5):
+            c = await _client(session, h.urls[0], h.controls[0], world.alice, world.ws_a)
+            await c.subscribe("task", world.task_a)
+            seen = await h.controls[1].publish("task", world.task_a, {"type": "seen"})
+            await c.wait_for(_is(seen["event_id"]))
+            await c.close()
+            gap = await _publish_n(h.controls[2], "task", world.task_a, missed)
+            key = stream_key("task", world.task_a) if relay == "streams" else shard_key(
+                shard_of("task", world.task_a, 8))
+            retained = {eid for eid, _ in await r.xrange(key)}
+            all_retained = all(g["pos"].split(".")[0] in retained for g in gap)
+            c2 = await _client(session, h.urls[1], h.controls[1], world.alice, world.ws_a)
+            ack = await c2.subscribe("task", world.task_a, since=seen["pos"])
+            assert ack["payload"]["recovered"] is all_retained, (missed, all_retained)
+            assert all_retained is (missed <= k)  # exact MAXLEN: the last k events are kept
+            marker = await h.controls[0].publish("task", world.task_a, {"type": "marker"})
+            await c2.wait_for(_is(marker["event_id"]))
+            expected = [g["event_id"] for g in gap] if all_retained else []
+            assert _ids(c2, "task") == expected + [marker["event_id"]]
+            await c2.close()
+    finally:
+        await r.aclose()
+
+
+@pytest.mark.req("REP-4")
+@pytest.mark.parametrize("relay", RELAYS)
+async def test_deleted_stream_or_redis_restart_never_recovers(relay, start_cluster, session, world):
+    h = await start_cluster(relay)
+    r = aioredis.Redis.from_url(h.redis.url, decode_responses=True)
+    try:
+        c = await _client(session, h.urls[0], h.controls[0], world.alice, world.ws_a)
+        await c.subscribe("task", world.task_a)
+        seen = await h.controls[0].publish("task", world.task_a, {"type": "seen"})
+        await c.wait_for(_is(seen["event_id"]))
+        await c.close()
+        await h.controls[1].publish("task", world.task_a, {"type": "lost"})
+        key = stream_key("task", world.task_a) if relay == "streams" else shard_key(
+            shard_of("task", world.task_a, 8))
+        assert await r.delete(key) == 1
+        c2 = await _client(session, h.urls[1], h.controls[1], world.alice, world.ws_a)
+        assert (await c2.subscribe("task", world.task_a, since=seen["pos"]))["payload"]["recovered"] is False
+        await c2.close()
+    finally:
+        await r.aclose()
+
+    # Redis restarted without persistence: everything after `since` is gone.
+    c = await _client(session, h.urls[2], h.controls[2], world.alice, world.ws_a)
+    await c.subscribe("task", world.task_a)
+    seen = await h.controls[2].publish("task", world.task_a, {"type": "seen"})
+    await c.wait_for(_is(seen["event_id"]))
+    await c.close()
+    await h.controls[2].publish("task", world.task_a, {"type": "lost"})
+    h.redis.restart()
+    c3 = await _client(session, h.urls[0], h.controls[0], world.alice, world.ws_a)
+    ack = await c3.subscribe("task", world.task_a, since=seen["pos"])
+    assert ack["payload"]["recovered"] is False
+
+
+@pytest.mark.req("REP-3", "NODE-1")
+@pytest.mark.parametrize("relay", RELAYS)
+async def test_resume_while_publishing_merges_replay_and_live(relay, start_cluster, session, world):
+    """Replay and live events merge into one ordered, duplicate-free sequence, repeated."""
+    h = await start_cluster(relay)
+    published: list[dict] = []
+    stop = asyncio.Event()
+
+    async def publisher():
+        k = 0
+        while not stop.is_set():
+            published.append(await h.controls[k % 3].publish("user", world.bob, {"type": "tick", "k": k}))
+            k += 1
+
+    pub = asyncio.create_task(publisher())
+    try:
+        for round_ in range(12):
+            first = await _client(session, h.urls[round_ % 3], h.controls[round_ % 3], world.bob, world.ws_a)
+            frame = await first.wait_for(lambda f: isinstance(f, dict) and f.get("scope") == "user", timeout=5)
+            await first.close()
+            await asyncio.sleep(0.01 * (round_ % 4))  # let some events be missed
+            second = await _client(session, h.urls[(round_ + 1) % 3], h.controls[0], world.bob, world.ws_a)
+            start = len(second.frames)
+            ack = await second.subscribe("user", world.bob, since=frame["pos"])
+            assert ack["payload"]["recovered"] is True
+            mark = len(published) + 2  # an event published after the resume was processed
+            for _ in range(500):
+                if len(published) > mark:
+                    break
+                await asyncio.sleep(0.01)
+            await second.wait_for(_is(published[mark]["event_id"]), timeout=5)
+            # user:bob is auto-subscribed, so live frames flowed before the resume was processed:
+            # together with the replay they must be exactly the events after `frame`, each once,
+            # and the frames after the ack must be in scope order (REP-3).
+            ack_at = next(i for i in range(start, len(second.frames)) if second.frames[i] is ack)
+            ids = [p["event_id"] for p in published]
+            order = {eid: i for i, eid in enumerate(ids)}
+            f0 = order[frame["event_id"]]
+            # Events whose publish has not answered yet are not in `published`: leave them out.
+            everything = [e for e in _ids(second, "user") if e in order]
+            after_ack = [e for e in _ids(second, "user", ack_at) if e in order]
+            assert all(order[e] > f0 for e in everything), f"round {round_}: an event before `since`"
+            assert len(everything) == len(set(everything)), f"round {round_}: duplicate"
+            assert sorted(everything, key=order.get) == ids[f0 + 1:f0 + 1 + len(everything)], f"round {round_}: gap"
+            assert after_ack == sorted(after_ack, key=order.get), f"round {round_}: out of order"
+            await second.close()
+    finally:
+        stop.set()
+        await pub
