@@ -240,7 +240,16 @@ class HistoryWriter:
 
     # -- one helper per record kind (they all return the record) --
     def meta(self, **fields: Any) -> dict:
-        return self.write({"type": META, **fields})
+        """Facts about the run (capabilities, profile, seed, liveness_s). Timeless: no ``t``."""
+        rec = {"type": META, "p": self.process, **fields}
+        if self.records is not None:
+            self.records.append(rec)
+        else:
+            if self._file is None:
+                raise ValueError("HistoryWriter is closed")
+            self._file.write(self._dumps(rec) + "\n")
+        self.lines += 1
+        return rec
 
     def publish_invoke(self, node: str, scope: str, id: str, event_id: str, frame: dict,
                        exclude_workspace: str | None = None, *, t: float | None = None) -> dict:

@@ -24,7 +24,7 @@ def _bad(text: str) -> web.Response:
 async def _body(request: web.Request) -> dict:
     try:
         doc = json.loads(await request.read())
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):
         raise web.HTTPBadRequest(text='{"error":"body must be JSON"}', content_type="application/json") from None
     if not isinstance(doc, dict):
         raise web.HTTPBadRequest(text='{"error":"body must be a JSON object"}', content_type="application/json")

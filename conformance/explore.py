@@ -1,0 +1,241 @@
+"""Exploration: a hypothesis rule-based state machine that connects and closes clients on any
+node, subscribes and unsubscribes (allowed and forbidden scopes), publishes to any scope
+through any node, pauses readers, and disconnects-then-resumes, recording a history. After
+each run the history checker judges it; a failing run is shrunk by hypothesis and reported
+as a short step list with its seed and a command that replays it.
+
+Stateful rules cannot be coroutines: every rule drives its async work on one event loop that
+lives as long as the exploration."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import uuid
+from dataclasses import dataclass, field
+
+import aiohttp
+from hypothesis import HealthCheck, Phase, seed as hseed, settings
+from hypothesis import strategies as st
+from hypothesis.reporting import with_reporter
+from hypothesis.stateful import (Bundle, RuleBasedStateMachine, initialize, multiple, precondition, rule,
+                                run_state_machine_as_test)
+
+from . import checker
+from .client import Control, ControlError
+from .history import HistoryWriter
+from .recorder import RecordedConnection, publish
+from .target import TargetError
+from .world import TestWorld
+
+CHECKED = ("DEL-1", "DEL-2", "DEL-3", "DEL-4", "DEL-5", "DEL-6", "DEL-7", "AZ-4", "EV-1", "EV-2",
+           "REP-1", "REP-2", "REP-3", "REP-4", "NODE-1")
+SETTLE_S = 0.2  # after the due events arrived: room for late extra frames (leaks, duplicates)
+LIVENESS_S = 5.0
+
+
+@dataclass
+class Env:
+    """What the machine runs against; set once per exploration."""
+    urls: list[str]
+    token: str
+    loop: asyncio.AbstractEventLoop
+    session: aiohttp.ClientSession
+    capabilities: set[str]
+    profile: str
+    world: TestWorld = field(default_factory=TestWorld)
+    histories: list[list[dict]] = field(default_factory=list)  # one per run, for the report
+    last_report: checker.Report | None = None
+    failing_report: checker.Report | None = None
+
+    def fixtures(self) -> dict:
+        f = self.world.fixtures()
+        f["workspaces"][self.world.ws_b]["members"].append(self.world.alice)  # exclude_workspace
+        return f
+
+
+def _scopes(w: TestWorld) -> list[tuple[str, str]]:
+    return [("workspace", w.ws_a), ("workspace", w.ws_b), ("user", w.alice), ("user", w.bob),
+            ("user", w.carol), ("task", w.task_a), ("task", w.task_b), ("task", w.chat_task_alice),
+            ("task", w.orphan_task), ("chat", w.chat_alice), ("chat", w.chat_bob), ("global", "all")]
+
+
+class Exploration(RuleBasedStateMachine):
+    env: Env  # set by run()
+    conns = Bundle("conns")
+
+    def __init__(self):
+        super().__init__()
+        self.w = HistoryWriter(None, process="explore")
+        self.w.meta(capabilities=sorted(self.env.capabilities), profile=self.env.profile)
+        self.all: list[RecordedConnection] = []
+        self.due: list[tuple[str, list[RecordedConnection]]] = []
+        self.run_no = len(self.env.histories)  # connection ids stay unique across runs
+
+    def _cid(self) -> str:
+        return f"r{self.run_no}c{len(self.all)}"
+
+    def _run(self, coro, timeout: float = 20.0):
+        return self.env.loop.run_until_complete(asyncio.wait_for(coro, timeout))
+
+    # -- a populated start: every kind of connection, on different nodes ---------------------
+    @initialize(target=conns)
+    def populate(self):
+        w, n = self.env.world, len(self.env.urls)
+        people = [(w.alice, w.ws_a, [("task", w.task_a), ("chat", w.chat_alice)]),
+                  (w.alice, w.ws_b, []), (w.bob, w.ws_a, [("task", w.task_a), ("chat", w.chat_alice)]),
+                  (w.carol, w.ws_b, [("task", w.task_b)])]
+        made = []
+        for i, (user, workspace, scopes) in enumerate(people):
+            url = self.env.urls[i % n]
+            c = RecordedConnection(self.w, self.env.session, self._cid(), url, user, workspace, "token")
+            self.all.append(c)
+            token = self._run(Control(self.env.session, url, self.env.token).token(user))
+            if self._run(c.connect(token)):
+                for scope in scopes:
+                    self._run(c.subscribe(*scope))
+            made.append(c)
+        return multiple(*made)
+
+    # -- rules ------------------------------------------------------------------------------------
+    @rule(target=conns, node=st.integers(0, 7), who=st.sampled_from(["alice", "alice-b", "bob", "carol"]),
+          cookie=st.booleans())
+    def connect(self, node, who, cookie):
+        w = self.env.world
+        user, workspace = {"alice": (w.alice, w.ws_a), "alice-b": (w.alice, w.ws_b),
+                           "bob": (w.bob, w.ws_a), "carol": (w.carol, w.ws_b)}[who]
+        url = self.env.urls[node % len(self.env.urls)]
+        auth = "cookie" if cookie and "cookie_auth" in self.env.capabilities else "token"
+        c = RecordedConnection(self.w, self.env.session, self._cid(), url, user, workspace, auth)
+        self.all.append(c)
+        token = self._run(Control(self.env.session, url, self.env.token).token(user))
+        self._run(c.connect(token))
+        return c
+
+    @rule(conn=conns)
+    def close(self, conn):
+        self._run(conn.close())
+
+    @rule(conn=conns, scope=st.integers(0, 11))
+    def subscribe(self, conn, scope):
+        if conn.open and not conn.paused:
+            self._run(conn.subscribe(*_scopes(self.env.world)[scope]))
+
+    @rule(conn=conns, scope=st.integers(0, 11))
+    def unsubscribe(self, conn, scope):
+        if conn.open and not conn.paused:
+            self._run(conn.unsubscribe(*_scopes(self.env.world)[scope]))
+
+    @rule(node=st.integers(0, 7), scope=st.integers(0, 11), exclude=st.booleans(), size=st.sampled_from([10, 200, 4000]))
+    def publish(self, node, scope, exclude, size):
+        w = self.env.world
+        s, sid = _scopes(w)[scope]
+        exclude_ws = (w.ws_b if scope == 2 else w.ws_a) if exclude and s == "user" else None
+        url = self.env.urls[node % len(self.env.urls)]
+        # Who should get it, by our own bookkeeping: teardown waits for them (or the liveness bound).
+        due = [c for c in self.all if c.open and (s == "global" or (s, sid) in c.held)
+               and not (exclude_ws and c.workspace == exclude_ws)]
+        done = self._run(publish(self.w, self.env.session, url, self.env.token, s, sid,
+                                 {"type": "explore", "payload": {"pad": "x" * size, "unicode": "é✓"}}, exclude_ws))
+        if done is not None:
+            self.due.append((done["event_id"], due))
+
+    @rule(conn=conns)
+    def pause(self, conn):
+        if conn.open:
+            conn.pause()
+
+    @rule(conn=conns)
+    def unpause(self, conn):
+        conn.resume()
+
+    @precondition(lambda self: "resume" in self.env.capabilities)
+    @rule(target=conns, conn=conns, node=st.integers(0, 7))
+    def disconnect_then_resume(self, conn, node):
+        """Close, reconnect as the same user (any node) and resume every scope it held."""
+        if not conn.open or conn.paused:
+            return conn
+        held = dict(conn.held)
+        self._run(conn.close())
+        url = self.env.urls[node % len(self.env.urls)]
+        again = RecordedConnection(self.w, self.env.session, self._cid(), url, conn.user, conn.workspace, conn.auth)
+        self.all.append(again)
+        token = self._run(Control(self.env.session, url, self.env.token).token(conn.user))
+        if self._run(again.connect(token)):
+            for (s, sid), pos in held.items():
+                if pos is not None:
+                    self._run(again.subscribe(s, sid, since=pos))
+                elif (s, sid) not in again.held:
+                    self._run(again.subscribe(s, sid))
+        return again
+
+    # -- the verdict ------------------------------------------------------------------------------
+    def teardown(self):
+        for c in self.all:
+            c.resume()
+        self._run(self._settle(), 30)
+        for c in self.all:
+            self._run(c.close())
+        records = self.w.records or []
+        self.env.histories.append(records)
+        report = checker.check(records, capabilities=self.env.capabilities, profile=self.env.profile)
+        self.env.last_report = report
+        if not report.ok:
+            self.env.failing_report = report
+            raise AssertionError("the history checker found violations:\n" + report.summary())
+
+    async def _settle(self) -> None:
+        """Keep connections open until every event is where it is due, or the liveness bound
+        has passed: closing earlier would excuse a loss (DEL-1 "unless the connection closes")."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + LIVENESS_S + 0.5
+        while loop.time() < deadline:
+            if all(eid in c.seen or not c.open for eid, conns in self.due for c in conns):
+                break
+            await asyncio.sleep(0.02)
+        await asyncio.sleep(SETTLE_S)  # frames a broken target sends late or twice
+
+
+def run(urls: list[str], token: str, *, seed: int, examples: int, profile: str, capabilities: set[str],
+        console=None, steps: int = 25) -> tuple[dict, dict]:
+    """Explore; return (checker verdicts by requirement, a summary for the report)."""
+    loop = asyncio.new_event_loop()
+    session = loop.run_until_complete(_session())
+    env = Env(urls, token, loop, session, set(capabilities), profile)
+    try:
+        for u in urls:
+            try:
+                loop.run_until_complete(Control(session, u, token).fixtures(env.fixtures()))
+            except (ControlError, aiohttp.ClientError, OSError) as e:
+                raise TargetError(f"{u} refused the exploration's fixtures: {e}") from None
+        machine = type("Exploration", (Exploration,), {"env": env})
+        out = io.StringIO()
+        cfg = settings(max_examples=examples, stateful_step_count=steps, deadline=None, database=None,
+                       phases=[Phase.generate, Phase.shrink], print_blob=True,
+                       suppress_health_check=list(HealthCheck))
+        if console is not None:
+            console.print(f"exploring: {examples} runs of up to {steps} steps, seed {seed}")
+        failure = None
+        with with_reporter(lambda msg: out.write(f"{msg}\n")):
+            try:
+                run_state_machine_as_test(hseed(seed)(machine), settings=cfg)
+            except AssertionError as e:
+                failure = str(e).splitlines()[0]
+    finally:
+        loop.run_until_complete(session.close())
+        loop.close()
+    # A failing run's own report explains it best; otherwise judge every run's history at once.
+    report = env.failing_report or checker.check(
+        (r for h in env.histories for r in h), capabilities=capabilities, profile=profile)
+    verdicts = {rid: v for rid, v in (report.verdicts.items() if report else []) if rid in CHECKED}
+    summary = {"seed": seed, "runs": len(env.histories), "steps": out.getvalue().strip(),
+               "failure": failure, "history_lines": sum(len(h) for h in env.histories)}
+    if env.failing_report is not None:
+        for v in verdicts.values():
+            if v.status == "fail":
+                v.reason = f"{v.reason} (exploration, seed {seed}; steps in the report)"
+    return verdicts, summary
+
+
+async def _session() -> aiohttp.ClientSession:
+    return aiohttp.ClientSession()
