@@ -3,7 +3,7 @@ VENV ?= .venv
 PYTHON ?= python3
 BIN := $(VENV)/bin
 
-.PHONY: test demo setup clean
+.PHONY: test demo bench setup clean
 
 setup: $(VENV)/.installed
 
@@ -18,6 +18,9 @@ test: setup  ## run every test (starts its own redis-server processes where need
 
 demo: setup  ## start a node and show a client receiving an event
 	$(BIN)/scopehub demo
+
+bench: setup  ## measure throughput and latency against the floor (out/bench; BENCH_ARGS=--quick for a smoke run)
+	$(BIN)/scopehub bench $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis

@@ -7,6 +7,10 @@ Run as `python -m bench.floor_server --port P`; it prints the same ready line as
 - POST /_control/publish {"frame": {...}}: encode the frame once (as the reference does:
   json.dumps plus the server-set fields) and `await ws.send_str(data)` to every connection,
   in one loop: what a hub's fanout costs with nothing else around it.
+- POST /run {"rate": R, "seconds": D, "k": K, "pad": "..."}: the same loop driven by the server's
+  own clock, R frames per second for D seconds (the floor's latency-throughput curve: no HTTP
+  request per event, so the floor is the send loop alone). Each frame's `sent_at` is taken
+  just before its send loop starts.
 - POST /blast {"n": N, "pad": "..."}: send N frames to every connection back to back and
   answer how long the server-side loop took and the CPU it used.
 - /_control/info, /_control/fixtures and /_control/token answer enough for the bench's
@@ -53,15 +57,40 @@ async def publish(request: web.Request) -> web.Response:
     doc = await request.json()
     app = request.app
     app["n"] = n = app.get("n", 0) + 1
-    data = _encode(doc["frame"], n)
+    sent = await _send_all(tuple(app[CONNS]), _encode(doc["frame"], n))
+    return web.json_response({"event_id": str(n), "pos": None, "sent": sent})
+
+
+async def _send_all(conns, data: str) -> int:
     sent = 0
-    for ws in tuple(app[CONNS]):
+    for ws in conns:
         try:
             await ws.send_str(data)
             sent += 1
         except (ConnectionError, RuntimeError):
             pass
-    return web.json_response({"event_id": str(n), "pos": None, "sent": sent})
+    return sent
+
+
+async def run(request: web.Request) -> web.Response:
+    doc = await request.json()
+    rate, seconds, k, pad = float(doc["rate"]), float(doc["seconds"]), int(doc["k"]), str(doc.get("pad", ""))
+    conns = tuple(request.app[CONNS])
+    loop = asyncio.get_running_loop()
+    total = max(1, int(round(rate * seconds)))
+    cpu0, t0, wall0 = time.process_time(), loop.time(), time.time()
+    frames = i = 0
+    while i < total:
+        due = min(total, int((loop.time() - t0) * rate) + 1)
+        while i < due:
+            frame = {"sent_at": time.time(), "k": k, "type": "bench:event", "payload": {"n": i, "pad": pad}}
+            frames += await _send_all(conns, _encode(frame, i))
+            i += 1
+        if i < total:
+            await asyncio.sleep(max(0.0, t0 + i / rate - loop.time()))
+    wall1 = time.time()
+    return web.json_response({"published": total, "frames": frames, "t_start": wall0, "t_end": wall1,
+                              "cpu_s": time.process_time() - cpu0})
 
 
 async def blast(request: web.Request) -> web.Response:
@@ -72,13 +101,7 @@ async def blast(request: web.Request) -> web.Response:
     frames = 0
     for i in range(n):
         frame = {"sent_at": time.time(), "k": -1, "type": "bench:blast", "payload": {"n": i, "pad": pad}}
-        data = _encode(frame, i)
-        for ws in conns:
-            try:
-                await ws.send_str(data)
-                frames += 1
-            except (ConnectionError, RuntimeError):
-                pass
+        frames += await _send_all(conns, _encode(frame, i))
     dt, cpu = time.perf_counter() - t0, time.process_time() - cpu0
     return web.json_response({"frames": frames, "connections": len(conns), "seconds": dt, "cpu_s": cpu,
                               "frames_per_s": frames / dt if dt > 0 else 0.0})
@@ -102,6 +125,7 @@ def build_app() -> web.Application:
     app[CONNS] = set()
     app.router.add_get("/ws", ws_handler)
     app.router.add_post("/_control/publish", publish)
+    app.router.add_post("/run", run)
     app.router.add_post("/blast", blast)
     app.router.add_get("/_control/info", info)
     app.router.add_put("/_control/fixtures", ok)

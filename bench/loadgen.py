@@ -226,12 +226,18 @@ class WorkerPool:
 
     async def _call(self, i: int, cmd: str, arg, timeout: float):
         pipe = self.pipes[i]
-        pipe.send((cmd, arg))
+        try:
+            pipe.send((cmd, arg))
+        except (BrokenPipeError, ConnectionError) as e:
+            raise RuntimeError(f"load generator worker {i} died (exit code {self.procs[i].exitcode})") from e
 
         def recv():
-            if not pipe.poll(timeout):
-                raise TimeoutError(f"load generator worker {i} did not answer {cmd!r} within {timeout:g} s")
-            return pipe.recv()
+            try:
+                if not pipe.poll(timeout):
+                    raise TimeoutError(f"load generator worker {i} did not answer {cmd!r} within {timeout:g} s")
+                return pipe.recv()
+            except (EOFError, ConnectionError) as e:
+                raise RuntimeError(f"load generator worker {i} died (exit code {self.procs[i].exitcode})") from e
 
         return await asyncio.to_thread(recv)
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 import aiohttp
@@ -47,6 +48,12 @@ class BenchWorld:
         }
 
 
+def machine_busy_s() -> float:
+    """CPU seconds the whole machine has been busy (all cores, all processes, the kernel)."""
+    t = psutil.cpu_times()
+    return sum(t) - t.idle - getattr(t, "iowait", 0.0)
+
+
 class CpuMeter:
     """CPU seconds (user + system) of a set of processes, by PID; a PID that is gone reads None."""
 
@@ -83,6 +90,9 @@ class System:
     pids: list[int | None]
     redis_pid: int | None = None
     cluster: Cluster | None = None
+    # How a step offers load: None publishes through the control API (bench.publisher); the
+    # floor drives its own send loop instead: async (targets, rate, seconds, k, pad) -> PublishResult.
+    driver: Callable[..., Awaitable] | None = None
 
     @property
     def nodes(self) -> int:

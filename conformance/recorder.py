@@ -152,6 +152,23 @@ class RecordedConnection:
             self.w.resume(self.id)
             self._reading.set()
 
+    async def cut(self) -> None:
+        """A network cut seen from the client: the socket dies without a close handshake."""
+        if self.ws is None or self._reader is None or not self.open:
+            return
+        self._closing = True
+        self.w.closed(self.id, "client", None)
+        transport = getattr(self.ws._writer, "transport", None)  # aiohttp keeps no public handle
+        if transport is not None:
+            transport.abort()
+        self._reader.cancel()
+        await asyncio.gather(self._reader, return_exceptions=True)
+        self.open = False
+
+    async def wait_closed(self) -> None:
+        if self._reader is not None:
+            await asyncio.gather(asyncio.shield(self._reader), return_exceptions=True)
+
     async def close(self) -> None:
         if self.ws is None or self._reader is None:
             return

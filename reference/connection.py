@@ -1,13 +1,26 @@
 """One client connection after authentication: identity, subscriptions, and a bounded
-send queue drained by a single writer task (DEL-6), plus transport keepalive (IN-5).
+send queue (DEL-6), plus transport keepalive (IN-5).
 
 Every outbound text frame (acks, errors, events) goes through the same queue, so the
-order in which the hub enqueues is the order the client reads."""
+order in which the hub enqueues is the order the client reads.
+
+The queue holds finished WebSocket frames (bytes). A server frame is never masked and this
+server never compresses (compress=False), so a frame is the same bytes for every receiver:
+the hub builds it once per event (`text_frame`) and queues that one object on every
+subscriber. Queued frames are written once per event-loop iteration, all of a connection's
+frames in one `transport.write`, by one callback for all connections (`_Flusher`), instead of
+a writer task per connection re-framing every frame through aiohttp's WebSocketWriter.
+
+Backpressure is the transport's: while its write buffer is above the high-water mark
+(`protocol.writing_paused`), frames stay in the queue and the connection's writer task
+waits for the drain, then writes them; a queue that reaches `limit` evicts (DEL-6)."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import struct
+import weakref
 from collections import deque
 from collections.abc import Callable
 
@@ -15,29 +28,84 @@ from aiohttp import web
 
 log = logging.getLogger("scopehub.conn")
 
+_HEAD1 = struct.Struct("!BB").pack
+_HEAD2 = struct.Struct("!BBH").pack
+_HEAD3 = struct.Struct("!BBQ").pack
+_FIN_TEXT = 0x81  # FIN + opcode 1 (text); no RSV bits: never compressed
+
+
+def text_frame(data: str) -> bytes:
+    """The WebSocket frame a server sends for `data`: FIN, text, unmasked, uncompressed: the
+    bytes aiohttp's WebSocketWriter writes for ws.send_str(data) with compression off."""
+    payload = data.encode("utf-8")
+    n = len(payload)
+    if n < 126:
+        return _HEAD1(_FIN_TEXT, n) + payload
+    if n < 65536:
+        return _HEAD2(_FIN_TEXT, 126, n) + payload
+    return _HEAD3(_FIN_TEXT, 127, n) + payload
+
+
+class _Flusher:
+    """Writes what connections queued during one event-loop iteration: the first enqueue of
+    an iteration schedules one callback (call_soon), which writes each pending connection's
+    frames with one transport.write."""
+
+    __slots__ = ("loop", "pending", "__weakref__")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.pending: list[Connection] = []
+
+    def add(self, conn: "Connection") -> None:
+        if not self.pending:
+            self.loop.call_soon(self.run)
+        self.pending.append(conn)
+
+    def run(self) -> None:
+        pending, self.pending = self.pending, []
+        for conn in pending:
+            conn._flush()
+
+
+_flushers: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _flusher_for(loop: asyncio.AbstractEventLoop) -> _Flusher:
+    flusher = _flushers.get(loop)
+    if flusher is None:
+        flusher = _flushers[loop] = _Flusher(loop)
+    return flusher
+
 
 class Connection:
     __slots__ = (
         "ws", "transport", "user_id", "workspace_id", "subscriptions", "limit", "_queue",
         "_wakeup", "_on_evict", "_metrics", "closed", "evicted", "last_pong", "_tasks",
-        "buffers", "live_from", "_drained", "counted",
+        "buffers", "live_from", "_drained", "counted", "_protocol", "_flusher", "_scheduled",
+        "_started",
     )
 
     def __init__(self, ws: web.WebSocketResponse, transport, user_id: str, workspace_id: str,
                  limit: int, metrics, on_evict: Callable[["Connection"], None]) -> None:
+        loop = asyncio.get_running_loop()
         self.ws = ws
         self.transport = transport
+        self._protocol = transport.get_protocol() if transport is not None else None
         self.user_id = user_id
         self.workspace_id = workspace_id
         self.subscriptions: set[tuple[str, str]] = set()
         self.limit = limit
-        self._queue: deque[str] = deque()
-        self._wakeup = asyncio.Event()
+        self._queue: deque[bytes] = deque()  # finished frames not yet handed to the transport
+        self._wakeup = asyncio.Event()  # the writer task: the transport paused with frames queued
         self._on_evict = on_evict
         self._metrics = metrics
+        self._flusher = _flusher_for(loop)
+        self._scheduled = False  # queued frames will be written: by the flusher or after a drain
+        self._started = False  # frames are written only once start() ran (after the upgrade)
         self.closed = False
         self.evicted = False
-        self.last_pong = asyncio.get_running_loop().time()
+        self.last_pong = loop.time()
         self._tasks: list[asyncio.Task] = []
         # Resume (REP-3): live frames of a scope held back while its replay is read, and per
         # scope the last entry the hub had delivered when this connection joined it.
@@ -47,15 +115,19 @@ class Connection:
         self.counted = False  # registered with the hub (attach) and not yet detached
 
     # -- sending ---------------------------------------------------------------------------
-    def enqueue(self, data: str) -> bool:
-        """Queue one frame. A full queue evicts the connection instead of dropping a frame."""
+    def enqueue(self, data: str, frame: bytes | None = None) -> bool:
+        """Queue one frame. A full queue evicts the connection instead of dropping a frame.
+        `frame`, when given, is text_frame(data) built once for many connections."""
         if self.closed:
             return False
-        if len(self._queue) >= self.limit:
+        queue = self._queue
+        if len(queue) >= self.limit:
             self.evict()
             return False
-        self._queue.append(data)
-        self._wakeup.set()
+        queue.append(text_frame(data) if frame is None else frame)
+        if not self._scheduled:
+            self._scheduled = True
+            self._flusher.add(self)
         return True
 
     async def put(self, data: str, timeout: float = 10.0) -> bool:
@@ -92,18 +164,46 @@ class Connection:
         self._on_evict(self)
         self.abort()
 
+    def _flush(self) -> None:
+        """Hand every queued frame to the transport in one write, unless it asked us to wait."""
+        if self.closed or not self._started:
+            self._scheduled = False  # closed: nothing more goes out; not started: start() flushes
+            return
+        queue = self._queue
+        if not queue:
+            self._scheduled = False
+            return
+        transport = self.transport
+        if transport is None or transport.is_closing() or self.ws.closed:
+            self.abort()  # as ws.send_str on a closing connection: ConnectionResetError, abort
+            return
+        if self._protocol.writing_paused:
+            self._wakeup.set()  # the writer task writes them once the transport drains
+            return
+        n = len(queue)
+        data = queue[0] if n == 1 else b"".join(queue)
+        queue.clear()
+        self._scheduled = False
+        try:
+            transport.write(data)
+        except (ConnectionError, RuntimeError):
+            self.abort()
+            return
+        self._metrics.messages_sent += n
+        self._drained.set()
+
     async def _writer(self) -> None:
-        queue, ws, metrics = self._queue, self.ws, self._metrics
+        """Waits for the transport to drain while frames are held back, then writes them."""
+        protocol, wakeup = self._protocol, self._wakeup
         try:
             while True:
-                if not queue:
-                    self._wakeup.clear()
-                    await self._wakeup.wait()
-                    continue
-                await ws.send_str(queue.popleft())
-                metrics.messages_sent += 1
-                if len(queue) <= self.limit // 2:
-                    self._drained.set()
+                await wakeup.wait()
+                wakeup.clear()
+                while protocol.writing_paused:
+                    # What aiohttp's writers do (StreamWriter.drain, WebSocketWriter.send_frame):
+                    # resolved by resume_writing(); raises ConnectionError once the peer is gone.
+                    await protocol._drain_helper()
+                self._flush()
         except (ConnectionError, RuntimeError):
             self.abort()
 
@@ -132,10 +232,15 @@ class Connection:
 
     # -- lifecycle --------------------------------------------------------------------------
     def start(self, ping_s: float, pong_s: float) -> None:
+        """Start writing (frames queued before the upgrade completed go out now) and pinging."""
+        self._started = True
         self._tasks = [
             asyncio.create_task(self._writer()),
             asyncio.create_task(self._keepalive(ping_s, pong_s)),
         ]
+        if self._queue and not self._scheduled:
+            self._scheduled = True
+            self._flusher.add(self)
 
     def abort(self) -> None:
         """Close at once, without waiting for a peer that may not be reading."""
@@ -163,4 +268,3 @@ class Connection:
                 pass
         if self.transport is not None and not self.transport.is_closing():
             self.transport.abort()
-

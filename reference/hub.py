@@ -12,7 +12,7 @@ import json
 import logging
 
 from .broadcaster import Broadcaster
-from .connection import Connection
+from .connection import Connection, text_frame
 from .metrics import Metrics
 
 log = logging.getLogger("scopehub.hub")
@@ -48,13 +48,17 @@ class Hub:
                 return 0
             targets = tuple(subs)  # enqueue may evict, which mutates the set
         n = 0
+        frame = None  # the WebSocket frame, built once for every subscriber (text_frame)
         for conn in targets:
             if exclude_workspace is not None and conn.workspace_id == exclude_workspace:
                 continue
-            if conn.buffers is not None and key in conn.buffers:
-                conn.buffers[key].append((seq, data))
+            buffers = conn.buffers
+            if buffers is not None and key in buffers:
+                buffers[key].append((seq, data))
                 continue
-            n += conn.enqueue(data)
+            if frame is None:
+                frame = text_frame(data)
+            n += conn.enqueue(data, frame)
         if n:
             self.metrics.sends_by_type[etype] += n
         return n

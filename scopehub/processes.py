@@ -41,7 +41,7 @@ class NodeProcess:
     def __init__(self, argv: list[str], name: str, env: dict[str, str] | None = None,
                  log_path: str | None = None,
                  ready_pattern: str | re.Pattern[str] = r"listening on (http://\S+)",
-                 tail_lines: int = 20) -> None:
+                 tail_lines: int = 20, probe=None, url: str | None = None) -> None:
         if not argv:
             raise ValueError("NodeProcess needs a non-empty argv")
         self.argv = [str(a) for a in argv]
@@ -49,6 +49,9 @@ class NodeProcess:
         self.env = dict(env) if env else {}
         self.log_path = log_path
         self.ready_re = re.compile(ready_pattern)
+        # A node that prints no ready line (another implementation): ready when `probe()` (an
+        # async callable) answers True; its URL is then `url`.
+        self.probe, self.probe_url = probe, url
         self._proc: asyncio.subprocess.Process | None = None
         self._drain: asyncio.Task[None] | None = None
         self._base_url: str | None = None
@@ -115,7 +118,10 @@ class NodeProcess:
         self._drain = asyncio.create_task(self._drain_output(proc, ready, log),
                                           name=f"drain {self.name}")
         try:
-            url = await asyncio.wait_for(asyncio.shield(ready), timeout)
+            if self.probe is not None:
+                url = await asyncio.wait_for(self._probe_until_ready(proc, ready), timeout)
+            else:
+                url = await asyncio.wait_for(asyncio.shield(ready), timeout)
         except TimeoutError:
             url, why = None, (f"printed no line matching /{self.ready_re.pattern}/ within "
                               f"{timeout:g}s (killed)")
@@ -137,6 +143,16 @@ class NodeProcess:
             raise NodeStartError(f"{self.name}: {why}: {tail or 'no output'}")
         self._base_url = url
         return url
+
+    async def _probe_until_ready(self, proc, ready: asyncio.Future) -> str | None:
+        while proc.returncode is None and not (ready.done() and ready.result() is None):
+            try:
+                if await self.probe():
+                    return self.probe_url
+            except Exception:  # not listening yet
+                pass
+            await asyncio.sleep(0.1)
+        return None  # exited (or closed its output) before answering
 
     async def restart(self, timeout: float = 20) -> str:
         """terminate(), then start() with the same argv. The URL must stay the same (pin the

@@ -1,0 +1,146 @@
+"""Figures from a simulation's history: delivery ratio per logical client (a client's
+connections across reconnects), latency, resumes and per-node throughput. The verdicts come
+from conformance.checker; this module only measures."""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from collections.abc import Iterable
+
+
+def _pct(values: list[float], q: float) -> float | None:
+    if not values:
+        return None
+    values = sorted(values) if not getattr(values, "_sorted", False) else values
+    k = min(len(values) - 1, max(0, math.ceil(q / 100 * len(values)) - 1))
+    return round(values[k], 2)
+
+
+def _logical(conn: str) -> str:
+    return conn.rsplit(".", 1)[0]
+
+
+def summarize(records: Iterable[dict], *, t0: float, publish_end: float, node_names: dict[str, str],
+              windows: list) -> tuple[dict, dict]:
+    """(summary, series) for summary.json and the report's plots."""
+    invoked = acked = failed = indeterminate = 0
+    pub: dict[str, dict] = {}  # event_id -> {"t", "ok_t", "scope", "id", "exclude", "warm"}
+    conn_info: dict[str, tuple[str, str, str]] = {}  # conn -> (user, workspace, node)
+    first_ok: dict[str, float] = {}  # logical client -> first connect ok t
+    wanted: dict[str, set] = defaultdict(set)  # logical client -> scopes acked at some point
+    got: dict[str, set] = defaultdict(set)
+    seen_on_conn: dict[str, set] = defaultdict(set)
+    duplicated = 0
+    latency: list[list[float]] = []
+    node_buckets: dict[str, dict[int, int]] = defaultdict(lambda: defaultdict(int))
+    publish_buckets: dict[int, int] = defaultdict(int)
+    resume_pending: dict[tuple[str, str, str], float] = {}
+    last_close: dict[str, float] = {}
+    resumes = {"attempted": 0, "recovered": 0, "not_recovered": 0, "failed": 0}
+    resume_series: list[list] = []
+    replay_open: dict[str, tuple[float, float]] = {}  # conn -> (subscribe invoke t, close t of previous)
+    replay_done: dict[str, float] = {}
+    lines = 0
+    for r in records:
+        lines += 1
+        typ, f = r.get("type"), r.get("f")
+        t = r.get("t", 0.0)
+        if f == "publish":
+            eid = r.get("event_id")
+            if typ == "invoke":
+                invoked += 1
+                warm = (r.get("frame") or {}).get("type") == "sim:warmup"
+                pub[eid] = {"t": t, "ok_t": None, "scope": (r["scope"], r["id"]), "exclude": r.get("exclude_workspace"), "warm": warm}
+            elif typ == "ok":
+                acked += 1
+                if eid in pub:
+                    pub[eid]["ok_t"] = t
+                    publish_buckets[int(t - t0)] += 1
+            elif typ == "fail":
+                failed += 1
+            elif typ == "info":
+                indeterminate += 1
+        elif f == "connect" and typ == "invoke":
+            conn_info[r["conn"]] = (r.get("user"), r.get("workspace"), r.get("node"))
+        elif f == "connect" and typ == "ok":
+            key = _logical(r["conn"])
+            first_ok.setdefault(key, t)
+            user, ws, _ = conn_info.get(r["conn"], (None, None, None))
+            wanted[key].update({("workspace", ws), ("user", user)})
+        elif f == "subscribe" and typ == "invoke" and "since" in r:
+            resume_pending[(r["conn"], r["scope"], r["id"])] = t
+            key = _logical(r["conn"])
+            replay_open.setdefault(r["conn"], (t, last_close.get(key, t)))
+        elif f == "subscribe" and typ == "ok":
+            if r.get("answer") == "ack":
+                wanted[_logical(r["conn"])].add((r["scope"], r["id"]))
+            if (r["conn"], r["scope"], r["id"]) in resume_pending:
+                resume_pending.pop((r["conn"], r["scope"], r["id"]))
+                resumes["attempted"] += 1
+                outcome = "failed" if r.get("answer") != "ack" else ("recovered" if r.get("recovered") else "not_recovered")
+                resumes[outcome] += 1
+                resume_series.append([round(t - t0, 3), outcome])
+        elif f == "subscribe" and typ == "info" and (r["conn"], r["scope"], r["id"]) in resume_pending:
+            resume_pending.pop((r["conn"], r["scope"], r["id"]))
+            resumes["attempted"] += 1
+            resumes["failed"] += 1
+            resume_series.append([round(t - t0, 3), "failed"])
+        elif typ == "close":
+            last_close[_logical(r["conn"])] = t
+        elif typ == "recv":
+            frame = r.get("frame") or {}
+            eid, conn = frame.get("event_id"), r.get("conn")
+            if eid in seen_on_conn[conn]:
+                duplicated += 1
+                continue
+            seen_on_conn[conn].add(eid)
+            key = _logical(conn)
+            p = pub.get(eid)
+            if p is None or p["warm"]:
+                continue
+            if eid not in got[key]:
+                got[key].add(eid)
+                latency.append([round(t - t0, 3), round((t - p["t"]) * 1000, 2)])
+                node = node_names.get(conn_info.get(conn, (None, None, None))[2], "?")
+                node_buckets[node][int(t - t0)] += 1
+            if conn in replay_open and p["t"] < replay_open[conn][0]:
+                replay_done[conn] = t
+    # Expected: every acknowledged event to a scope the client wanted (workspace, user, acked
+    # subscriptions; global always), published after the client first connected.
+    expected = delivered = 0
+    by_scope: dict[tuple, list[tuple[float, str, str | None]]] = defaultdict(list)
+    for eid, p in pub.items():
+        if p["ok_t"] is not None and not p["warm"] and p["t"] <= publish_end:
+            by_scope[p["scope"]].append((p["t"], eid, p["exclude"]))
+    for key, scopes in wanted.items():
+        start = first_ok.get(key, math.inf)
+        ws = next((sid for s, sid in scopes if s == "workspace"), None)
+        for scope in list(scopes) + [("global", "all")]:
+            for t, eid, exclude in by_scope.get(scope, ()):
+                if t >= start and not (exclude and exclude == ws):
+                    expected += 1
+                    delivered += eid in got[key]
+    lat = sorted(x[1] for x in latency)
+    replay = sorted((done - replay_open[c][1]) * 1000 for c, done in replay_done.items())
+    span = max(1.0, publish_end - t0)
+    per_node = {n: {"deliveries": sum(b.values()), "per_s": round(sum(b.values()) / span, 1)} for n, b in node_buckets.items()}
+    summary = {
+        "published": {"invoked": invoked, "acknowledged": acked, "failed": failed, "indeterminate": indeterminate},
+        "delivery_ratio": round(delivered / expected, 6) if expected else None,
+        "expected_deliveries": expected, "delivered": delivered, "lost": expected - delivered,
+        "duplicated": duplicated,
+        "latency_ms": {"p50": _pct(lat, 50), "p95": _pct(lat, 95), "p99": _pct(lat, 99), "max": lat[-1] if lat else None},
+        "resumes": resumes,
+        "replay_latency_ms": {"p50": _pct(replay, 50), "p99": _pct(replay, 99), "max": round(replay[-1], 2) if replay else None},
+        "per_node": per_node, "history_lines": lines,
+    }
+    step = max(1, len(latency) // 50_000)
+    series = {
+        "latency": latency[::step],
+        "faults": [{"kind": w.kind, "target": w.target, "start": w.start, "end": w.end} for w in windows],
+        "node_rate": {n: sorted([k, v] for k, v in b.items()) for n, b in node_buckets.items()},
+        "publish_rate": sorted([k, v] for k, v in publish_buckets.items()),
+        "resumes": resume_series,
+    }
+    return summary, series

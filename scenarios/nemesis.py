@@ -1,0 +1,109 @@
+"""Faults on a timeline (Jepsen's nemesis): process signals on nodes, Redis restarts, latency
+and cuts on one node's link to Redis through its proxy, and client-side faults sent to the
+client workers. Every fault window is recorded for the report, and everything is healed at the
+end of the fault phase."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+
+from .spec import Fault, Scenario
+
+log = logging.getLogger("scopehub.nemesis")
+
+
+@dataclass
+class Window:
+    kind: str
+    target: str
+    start: float
+    end: float | None = None
+
+
+class Nemesis:
+    def __init__(self, sc: Scenario, cluster, broadcast_to_clients):
+        self.sc, self.cluster = sc, cluster  # cluster: scenarios.sim.SimCluster
+        self.tell_clients = broadcast_to_clients
+        self.windows: list[Window] = []
+        self.down: set[int] = set()  # nodes killed or paused now
+        self._heals: list[asyncio.Task] = []
+        self._open: dict[int, tuple[Fault, Window]] = {}
+
+    def active(self) -> list[str]:
+        return [f"{w.kind}:{w.target}" for w in self.windows if w.end is None]
+
+    async def run(self, started: float) -> None:
+        loop = asyncio.get_running_loop()
+        for i, fault in enumerate(sorted(self.sc.faults, key=lambda f: f.at)):
+            await asyncio.sleep(max(0.0, started + fault.at - loop.time()))
+            window = Window(fault.kind, self._target(fault), loop.time() - started)
+            self.windows.append(window)
+            await self.apply(fault)
+            self._open[i] = (fault, window)
+            if fault.duration > 0 or fault.kind in ("restart_node", "restart_redis"):
+                self._heals.append(asyncio.create_task(self._heal_later(i, started, fault.duration)))
+
+    def _target(self, f: Fault) -> str:
+        if f.node is not None:
+            return f"node-{f.node + 1}"
+        return {"restart_redis": "redis", "client_jitter": "clients", "slow_readers": "clients"}.get(f.kind, "")
+
+    async def _heal_later(self, i: int, started: float, after: float) -> None:
+        await asyncio.sleep(after)
+        await self._heal(i, started)
+
+    async def _heal(self, i: int, started: float) -> None:
+        fault, window = self._open.pop(i, (None, None))
+        if fault is None:
+            return
+        await self.revert(fault)
+        window.end = asyncio.get_running_loop().time() - started
+
+    async def apply(self, f: Fault) -> None:
+        c = self.cluster
+        log.info("fault %s", f)
+        if f.kind == "kill_node":
+            self.down.add(f.node)
+            c.nodes[f.node].kill()
+        elif f.kind == "pause_node":
+            self.down.add(f.node)
+            c.nodes[f.node].pause()
+        elif f.kind == "restart_node":
+            self.down.add(f.node)
+            await c.restart_node(f.node)
+            self.down.discard(f.node)
+        elif f.kind == "restart_redis":
+            await asyncio.to_thread(c.redis_server.restart)
+        elif f.kind == "link_latency":
+            c.proxies[f.node].set_latency(f.latency_s)
+        elif f.kind == "link_cut":
+            await c.proxies[f.node].cut()
+        elif f.kind == "client_jitter":
+            self.tell_clients({"cmd": "jitter", "on": True, "period_s": f.period_s, "down_s": f.down_s})
+        elif f.kind == "slow_readers":
+            self.tell_clients({"cmd": "slow", "on": True})
+
+    async def revert(self, f: Fault) -> None:
+        c = self.cluster
+        if f.kind == "kill_node":
+            await c.restart_node(f.node)
+        elif f.kind == "pause_node":
+            c.nodes[f.node].resume()
+        elif f.kind in ("link_latency", "link_cut"):
+            c.proxies[f.node].heal()
+        elif f.kind == "client_jitter":
+            self.tell_clients({"cmd": "jitter", "on": False})
+        elif f.kind == "slow_readers":
+            self.tell_clients({"cmd": "slow", "on": False})
+        if f.node is not None:
+            self.down.discard(f.node)
+
+    async def heal_all(self, started: float) -> None:
+        """End of the fault phase: undo whatever is still in effect."""
+        for t in self._heals:
+            t.cancel()
+        await asyncio.gather(*self._heals, return_exceptions=True)
+        for i in list(self._open):
+            await self._heal(i, started)

@@ -1,0 +1,331 @@
+"""Runs one scenario: Redis, one proxy per node, the nodes (reference or any implementation's
+command), client worker processes, the workload and the nemesis; then heals, lets the cluster
+settle, merges the histories and hands them to the checker, the analysis and the report."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import heapq
+import json
+import multiprocessing
+import os
+import queue
+import shlex
+import sys
+import time
+from dataclasses import dataclass, field
+from urllib.parse import urlsplit
+
+import aiohttp
+
+from conformance import checker
+from conformance.client import Control, ControlError
+from conformance.history import HistoryWriter
+from conformance.requirements import REQUIREMENTS
+from scopehub.processes import NodeProcess
+from scopehub.redis_provision import RedisServer, free_port, provision
+
+from . import analysis, population, report
+from .clients import worker_config, worker_main
+from .nemesis import Nemesis
+from .proxy import LinkProxy
+from .spec import Scenario
+from .workload import Publisher
+
+REFERENCE_COMMAND = (f"{shlex.quote(sys.executable)} -m scopehub serve --host 127.0.0.1 --port {{port}} "
+                     "--redis {redis_url} --control-token {token} --node-id {name} --relay {relay}")
+
+
+class SimError(Exception):
+    """The simulation could not run (a node did not start, Redis unavailable): one line."""
+
+
+@dataclass
+class SimCluster:
+    sc: Scenario
+    token: str
+    log_dir: str
+    redis_url_arg: str | None = None
+    redis_server: RedisServer | None = None
+    redis_label: str = ""
+    proxies: list[LinkProxy] = field(default_factory=list)
+    nodes: list[NodeProcess] = field(default_factory=list)
+    urls: list[str] = field(default_factory=list)
+    fixtures: dict | None = None
+    session: aiohttp.ClientSession | None = None
+    _provisioned: object = None
+
+    async def start(self) -> None:
+        url = self.redis_url_arg if self.redis_url_arg not in (None, "auto") else (
+            self.sc.redis if self.sc.redis != "auto" else None)
+        if url is None:
+            self.redis_server = await asyncio.to_thread(lambda: RedisServer().start())
+            url, self.redis_label = self.redis_server.url, self.redis_server.label
+        else:
+            self._provisioned = await asyncio.to_thread(provision, url)
+            self.redis_label = self._provisioned.label
+        parts = urlsplit(url)
+        db = parts.path.lstrip("/") or "0"
+        template = self.sc.node_command or REFERENCE_COMMAND
+        for i in range(self.sc.nodes):
+            proxy = LinkProxy(parts.hostname or "127.0.0.1", parts.port or 6379, name=f"node-{i + 1}")
+            await proxy.start()
+            self.proxies.append(proxy)
+            port = free_port()
+            base = f"http://127.0.0.1:{port}"
+            argv = shlex.split(template.format(port=port, redis_url=proxy.url_for(int(db) if db.isdigit() else 0),
+                                               token=self.token, name=f"node-{i + 1}", relay=self.sc.relay))
+            if not self.sc.node_command:
+                argv += self.sc.node_flags
+            probe = self._probe(base)
+            self.nodes.append(NodeProcess(argv, f"node-{i + 1}", log_path=os.path.join(self.log_dir, f"node-{i + 1}.log"),
+                                          probe=probe, url=base))
+            self.urls.append(base)
+        await asyncio.gather(*(n.start(30) for n in self.nodes))
+
+    def _probe(self, base: str):
+        async def ready() -> bool:
+            assert self.session is not None
+            async with self.session.get(base + "/_control/info", headers={"Authorization": f"Bearer {self.token}"},
+                                        timeout=aiohttp.ClientTimeout(total=1)) as r:
+                return r.status == 200
+        return ready
+
+    async def load(self, fixtures: dict, only: int | None = None) -> None:
+        self.fixtures = fixtures
+        for i, url in enumerate(self.urls):
+            if only is None or i == only:
+                await Control(self.session, url, self.token).call("PUT", "/_control/fixtures", fixtures, timeout=30)
+
+    async def info(self) -> dict:
+        return await Control(self.session, self.urls[0], self.token).info()
+
+    async def restart_node(self, i: int) -> None:
+        await self.nodes[i].restart(30)
+        if self.fixtures is not None:
+            await self.load(self.fixtures, only=i)
+
+    async def stop(self) -> None:
+        await asyncio.gather(*(n.terminate() for n in self.nodes), return_exceptions=True)
+        for p in self.proxies:
+            await p.stop()
+        if self.redis_server is not None:
+            await asyncio.to_thread(self.redis_server.stop)
+        if self._provisioned is not None:
+            await asyncio.to_thread(self._provisioned.stop)
+
+
+@dataclass
+class SimResult:
+    passed: bool
+    out_dir: str
+    summary: dict
+    verdicts: list[dict]
+
+
+async def _mint_tokens(session, urls, token, users: list[str]) -> dict[str, str]:
+    gate = asyncio.Semaphore(32)
+    tokens: dict[str, str] = {}
+
+    async def one(i: int, user: str) -> None:
+        async with gate:
+            _, doc = await Control(session, urls[i % len(urls)], token).call(
+                "POST", "/_control/token", {"user": user, "ttl_s": 24 * 3600})
+            tokens[user] = doc["token"]
+
+    await asyncio.gather(*(one(i, u) for i, u in enumerate(users)))
+    return tokens
+
+
+def _merge(paths: list[str], out_path: str) -> int:
+    """Merge per-process histories (each in time order) into one file ordered by t."""
+    files = [open(p, encoding="utf-8") for p in paths if os.path.exists(p)]
+    lines = 0
+    try:
+        keyed = [((json.loads(line).get("t", 0.0), line) for line in f) for f in files]
+        with open(out_path, "w", encoding="utf-8") as out:
+            for _, line in heapq.merge(*keyed, key=lambda x: x[0]):
+                out.write(line if line.endswith("\n") else line + "\n")
+                lines += 1
+    finally:
+        for f in files:
+            f.close()
+    return lines
+
+
+def _records(path: str):
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            yield json.loads(line)
+
+
+async def simulate(sc: Scenario, out_dir: str, *, seed: int, redis: str | None, progress, command: str = "") -> SimResult:
+    os.makedirs(out_dir, exist_ok=True)
+    parts_dir = os.path.join(out_dir, "parts")
+    os.makedirs(parts_dir, exist_ok=True)
+    token = os.urandom(12).hex()
+    pop = population.build(sc, seed)
+    cluster = SimCluster(sc, token, parts_dir, redis)
+    mp = multiprocessing.get_context("spawn")
+    workers, commands = [], []
+    stats = mp.Queue()
+    started_at = datetime.datetime.now().isoformat(timespec="seconds")
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
+        cluster.session = session
+        try:
+            progress.phase(f"starting Redis and {sc.nodes} nodes")
+            try:
+                await cluster.start()
+            except Exception as e:
+                raise SimError(str(e).splitlines()[0] if str(e) else type(e).__name__) from None
+            info = await cluster.info()
+            progress.phase(f"loading the world ({len(pop.clients)} users) and minting tokens")
+            await cluster.load(pop.fixtures)
+            tokens = await _mint_tokens(session, cluster.urls, token, [c.user for c in pop.clients])
+            writer = HistoryWriter(os.path.join(parts_dir, "publisher.jsonl"), process="publisher", append=False)
+            writer.meta(scenario=sc.name, capabilities=info.get("capabilities", []), profile="default",
+                        liveness_s=5.0, seed=seed)
+            per = [pop.clients[i::sc.processes] for i in range(sc.processes)]
+            for i, chunk in enumerate(per):
+                q = mp.Queue()
+                cfg = worker_config(i, cluster.urls, token, os.path.join(parts_dir, f"clients-{i}.jsonl"), chunk,
+                                    {c.user: tokens[c.user] for c in chunk}, resume=sc.resume, backoff=sc.backoff_s,
+                                    churn_per_s=sc.churn_per_s, seed=seed)
+                proc = mp.Process(target=worker_main, args=(cfg, q, stats), daemon=True)
+                proc.start()
+                workers.append(proc)
+                commands.append(q)
+            live = _Stats(len(workers))
+            progress.phase(f"connecting {len(pop.clients)} clients")
+            await _until(lambda: live.pull(stats) and live.connected >= len(pop.clients), 60, progress, live)
+            publisher = Publisher(sc, pop, writer, session, cluster.urls, token, lambda: [
+                i for i in range(sc.nodes) if i not in nemesis.down], seed)
+            nemesis = Nemesis(sc, cluster, lambda cmd: [q.put(cmd) for q in commands])
+            progress.phase("warming up: one event per scope")
+            await publisher.warm_up()
+            loop = asyncio.get_running_loop()
+            await _settle(stats, live, 5.0, progress, loop, loop.time(), publisher, nemesis)
+            t0 = loop.time()
+            t0_mono = time.monotonic()
+            progress.phase("fault phase")
+            chaos = asyncio.create_task(nemesis.run(t0))
+            pub = asyncio.create_task(publisher.run(sc.duration_s, t0))
+            while not pub.done():
+                live.pull(stats)
+                progress.tick(loop.time() - t0, publisher, live, nemesis.active())
+                await asyncio.sleep(0.25)
+            await pub
+            publish_end = time.monotonic()
+            chaos.cancel()
+            await asyncio.gather(chaos, return_exceptions=True)
+            progress.phase("healing and settling")
+            await nemesis.heal_all(t0)
+            await _settle(stats, live, sc.settle_s, progress, loop, t0, publisher, nemesis)
+            writer.close()
+        finally:
+            for q in commands:
+                q.put({"cmd": "stop"})
+            for w in workers:
+                await asyncio.to_thread(w.join, 20)
+                if w.is_alive():
+                    w.kill()
+            await cluster.stop()
+    progress.phase("checking the history")
+    parts = [os.path.join(parts_dir, n) for n in sorted(os.listdir(parts_dir)) if n.endswith(".jsonl")]
+    history = os.path.join(out_dir, "history.jsonl")
+    lines = _merge(parts, history)
+    started = time.monotonic()
+    caps = info.get("capabilities", [])
+    checked = checker.check(_records(history), capabilities=caps, profile="default")
+    checker_s = time.monotonic() - started
+    node_names = {u: f"node-{i + 1}" for i, u in enumerate(cluster.urls)}
+    summary, series = analysis.summarize(_records(history), t0=t0_mono, publish_end=publish_end,
+                                         node_names=node_names, windows=nemesis.windows)
+    summary["checker_seconds"] = round(checker_s, 2)
+    summary["history_lines"] = lines
+    verdicts = []
+    for rid in sc.checks:
+        v = checked.verdicts.get(rid)
+        if v is None:
+            verdicts.append({"id": rid, "title": REQUIREMENTS[rid].title, "status": "not checked",
+                             "reason": "the history checker does not judge it", "witnesses": []})
+        else:
+            d = v.to_dict()
+            verdicts.append({"id": rid, "title": REQUIREMENTS[rid].title, "status": d["status"],
+                             "reason": d["reason"], "witnesses": d["witnesses"]})
+    ratio = summary["delivery_ratio"]
+    conv_ok = ratio is not None and ratio >= sc.min_delivery_ratio
+    verdicts.append({"id": "CONVERGENCE", "title": f"after healing, delivered >= {sc.min_delivery_ratio:.2%} of acknowledged events",
+                     "status": "pass" if conv_ok else "fail",
+                     "reason": "" if conv_ok else (f"delivered {ratio:.4%} ({summary['lost']} lost of {summary['expected_deliveries']})"
+                                                   if ratio is not None else "no acknowledged event was due"),
+                     "witnesses": []})
+    passed = all(v["status"] != "fail" for v in verdicts)
+    meta = {"scenario": sc.name, "description": sc.description, "seed": seed,
+            "implementation": f"{info.get('implementation', '?')} {info.get('version', '')}".strip(),
+            "node_command": sc.node_command, "nodes": sc.nodes, "relay": sc.relay, "redis": cluster.redis_label,
+            "clients": sc.clients, "duration_s": sc.duration_s, "settle_s": sc.settle_s,
+            "started_at": started_at, "command": command, "passed": passed}
+    with open(os.path.join(out_dir, "summary.json"), "w", encoding="utf-8") as f:
+        json.dump({"meta": meta, **summary, "verdicts": [{k: v[k] for k in ("id", "status", "reason")} for v in verdicts]}, f, indent=2)
+    report.render_html(os.path.join(out_dir, "report.html"), meta=meta, summary=summary, series=series, verdicts=verdicts)
+    return SimResult(passed, out_dir, {"meta": meta, **summary}, verdicts)
+
+
+class _Stats:
+    """Latest figures from each client worker."""
+
+    def __init__(self, workers: int):
+        self.latest: dict[int, dict] = {}
+        self.workers = workers
+
+    def pull(self, q) -> bool:
+        while True:
+            try:
+                s = q.get_nowait()
+            except queue.Empty:
+                return True
+            self.latest[s["worker"]] = s
+
+    @property
+    def connected(self) -> int:
+        return sum(s["connected"] for s in self.latest.values())
+
+    @property
+    def deliveries(self) -> int:
+        return sum(s["deliveries"] for s in self.latest.values())
+
+    @property
+    def resumes(self) -> dict:
+        out: dict[str, int] = {}
+        for s in self.latest.values():
+            for k, v in s["resumes"].items():
+                out[k] = out.get(k, 0) + v
+        return out
+
+
+async def _until(cond, timeout: float, progress, live) -> bool:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while loop.time() < deadline:
+        if cond():
+            return True
+        progress.note(f"connected {live.connected}")
+        await asyncio.sleep(0.2)
+    return False
+
+
+async def _settle(stats, live: _Stats, settle_s: float, progress, loop, t0, publisher, nemesis) -> None:
+    """Let clients reconnect and resume: stop when deliveries have been still for 2 s (and every
+    client is connected) or the settle deadline passes."""
+    deadline = loop.time() + settle_s
+    last, still_since = -1, loop.time()
+    while loop.time() < deadline:
+        live.pull(stats)
+        progress.tick(loop.time() - t0, publisher, live, nemesis.active())
+        if live.deliveries != last:
+            last, still_since = live.deliveries, loop.time()
+        elif loop.time() - still_since >= 2.0:
+            return
+        await asyncio.sleep(0.25)
