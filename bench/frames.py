@@ -8,6 +8,7 @@ from __future__ import annotations
 import time
 
 PREFIX = '{"sent_at":'
+BPREFIX = PREFIX.encode()
 _P = len(PREFIX)
 _K = len(',"k":')
 
@@ -23,4 +24,13 @@ def parse(data: str) -> tuple[float, int] | None:
         return None
     j = data.index(",", _P)
     e = data.index(",", j + _K)
+    return float(data[_P:j]), int(data[j + _K:e])
+
+
+def parse_bytes(data: bytes) -> tuple[float, int] | None:
+    """parse() for a frame's raw UTF-8 payload (float() and int() take ASCII bytes)."""
+    if not data.startswith(BPREFIX):
+        return None
+    j = data.index(b",", _P)
+    e = data.index(b",", j + _K)
     return float(data[_P:j]), int(data[j + _K:e])

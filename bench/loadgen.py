@@ -1,7 +1,8 @@
 """The load generator: subscriber connections spread over worker processes.
 
-Each worker (multiprocessing, spawn) runs one event loop multiplexing many aiohttp client
-WebSocket connections. For every benchmark frame it takes time.time() at receipt, subtracts
+Each worker (multiprocessing, spawn) runs one event loop multiplexing many client WebSocket
+connections: bench.wsclient's lean protocol by default, aiohttp's client with
+client="aiohttp" (twice the CPU per frame, see bench.wsclient). For every benchmark frame it takes time.time() at receipt, subtracts
 the frame's `sent_at` and adds the latency to a histogram of the frame's step; it also counts
 arrivals per 100 ms of wall time, so the parent can compute delivered frames per second in
 any window. A worker reports its own CPU time (time.process_time), so the parent can tell
@@ -38,9 +39,11 @@ class ConnSpec:
 
 
 class _Worker:
-    def __init__(self, pipe, index: int) -> None:
+    def __init__(self, pipe, index: int, client: str = "raw") -> None:
         self.pipe = pipe
         self.index = index
+        self.client = client  # "raw" (bench.wsclient) or "aiohttp"
+        self._disconnecting = False
         self.inbox: asyncio.Queue = asyncio.Queue()
         self.conns: list = []
         self.readers: list[asyncio.Task] = []
@@ -111,74 +114,107 @@ class _Worker:
                 "seconds": time.monotonic() - t0, "errors": list(self.errors)}
 
     async def _open(self, spec: ConnSpec) -> None:
-        import aiohttp
-
-        headers = {"Cookie": f"multica_auth={spec.cookie}"} if spec.cookie else {}
-        ws = await self.session.ws_connect(spec.url.rstrip("/") + "/ws", params={"workspace_id": spec.workspace},
-                                           headers=headers, autoping=True, max_msg_size=0,
-                                           timeout=aiohttp.ClientWSTimeout(ws_close=2.0))
         acked = asyncio.Event()
         state = {"want": len(spec.subscribe), "acks": 0, "event": acked}
         if not spec.subscribe:
             acked.set()
-        self.conns.append(ws)
-        self.readers.append(asyncio.create_task(self._read(ws, state)))
-        for scope, sid in spec.subscribe:
-            await ws.send_str('{"type":"subscribe","payload":{"scope":"%s","id":"%s"}}' % (scope, sid))
+        subscribe = ['{"type":"subscribe","payload":{"scope":"%s","id":"%s"}}' % s for s in spec.subscribe]
+        if self.client == "aiohttp":
+            import aiohttp
+
+            headers = {"Cookie": f"multica_auth={spec.cookie}"} if spec.cookie else {}
+            ws = await self.session.ws_connect(spec.url.rstrip("/") + "/ws", params={"workspace_id": spec.workspace},
+                                               headers=headers, autoping=True, max_msg_size=0,
+                                               timeout=aiohttp.ClientWSTimeout(ws_close=2.0))
+            self.conns.append(ws)
+            self.readers.append(asyncio.create_task(self._read(ws, state)))
+            for text in subscribe:
+                await ws.send_str(text)
+        else:
+            from . import wsclient
+            from .frames import parse_bytes
+
+            record = self._recorder(parse_bytes, state, b'"subscribe_')
+            proto = await wsclient.connect(spec.url, {"workspace_id": spec.workspace}, record, cookie=spec.cookie)
+            self.conns.append(proto)
+            proto.closed.add_done_callback(self._lost)
+            for text in subscribe:
+                proto.send_text(text)
         try:
             await asyncio.wait_for(acked.wait(), 30)
         except asyncio.TimeoutError:
             raise RuntimeError(f"no subscribe_ack for {spec.subscribe} within 30 s") from None
 
+    def _lost(self, _fut) -> None:
+        if not self._disconnecting:
+            self.closed += 1
+
+    def _recorder(self, parse, state: dict, answer):
+        """The per-frame callback: latency into the step's histogram, arrival into its 100 ms bin."""
+        from .stats import bucket
+
+        hist, count, bins = self.hist, self.count, self.bins
+        now = time.time
+
+        def record(data) -> None:
+            t = now()
+            got = parse(data)
+            if got is None:
+                self.other += 1
+                if answer in data:  # subscribe_ack or subscribe_error
+                    state["acks"] += 1
+                    if state["acks"] >= state["want"]:
+                        state["event"].set()
+                return
+            sent, k = got
+            h = hist.get(k)
+            if h is None:
+                h = hist[k] = {}
+                count[k] = 0
+            b = bucket(t - sent)
+            h[b] = h.get(b, 0) + 1
+            count[k] += 1
+            tb = int(t / BIN_S)
+            bins[tb] = bins.get(tb, 0) + 1
+
+        return record
+
     async def _read(self, ws, state: dict) -> None:
         import aiohttp
 
         from .frames import parse
-        from .stats import bucket
 
         TEXT = aiohttp.WSMsgType.TEXT
-        hist, count, bins = self.hist, self.count, self.bins
-        now = time.time
+        record = self._recorder(parse, state, '"subscribe_')
         try:
             while True:
                 msg = await ws.receive()
                 if msg.type is not TEXT:
                     break
-                data = msg.data
-                t = now()
-                got = parse(data)
-                if got is None:
-                    self.other += 1
-                    if '"subscribe_ack"' in data or '"subscribe_error"' in data:
-                        state["acks"] += 1
-                        if state["acks"] >= state["want"]:
-                            state["event"].set()
-                    continue
-                sent, k = got
-                h = hist.get(k)
-                if h is None:
-                    h = hist[k] = {}
-                    count[k] = 0
-                b = bucket(t - sent)
-                h[b] = h.get(b, 0) + 1
-                count[k] += 1
-                tb = int(t / BIN_S)
-                bins[tb] = bins.get(tb, 0) + 1
+                record(msg.data)
         except (asyncio.CancelledError, GeneratorExit):
             raise
         except Exception as e:  # noqa: BLE001
             if len(self.errors) < 20:
                 self.errors.append(f"reader: {type(e).__name__}: {e}"[:200])
-        self.closed += 1
+        if not self._disconnecting:
+            self.closed += 1
 
     async def disconnect(self) -> None:
+        self._disconnecting = True
         for t in self.readers:
             t.cancel()
         await asyncio.gather(*self.readers, return_exceptions=True)
-        await asyncio.gather(*(ws.close() for ws in self.conns), return_exceptions=True)
+        if self.client == "aiohttp":
+            await asyncio.gather(*(ws.close() for ws in self.conns), return_exceptions=True)
+        else:
+            for proto in self.conns:
+                proto.close()
+            await asyncio.gather(*(asyncio.wait_for(p.closed, 5) for p in self.conns), return_exceptions=True)
         self.conns.clear()
         self.readers.clear()
         self.closed = 0
+        self._disconnecting = False
 
     def snapshot(self) -> dict:
         return {"pid": os.getpid(), "cpu_s": time.process_time(), "wall": time.time(),
@@ -187,13 +223,9 @@ class _Worker:
                 "other": self.other, "errors": list(self.errors)}
 
 
-def worker_main(pipe, index: int) -> None:
+def worker_main(pipe, index: int, client: str = "raw") -> None:
     """Entry point of a spawned worker process."""
-    try:
-        import uvloop  # noqa: F401 - not a dependency; plain asyncio otherwise
-    except ImportError:
-        pass
-    asyncio.run(_Worker(pipe, index).run())
+    asyncio.run(_Worker(pipe, index, client).run())
 
 
 # --------------------------------------------------------------------------------------------
@@ -203,8 +235,9 @@ def worker_main(pipe, index: int) -> None:
 class WorkerPool:
     """N worker processes; `connect` spreads connection specs over them round-robin."""
 
-    def __init__(self, n: int) -> None:
+    def __init__(self, n: int, client: str = "raw") -> None:
         self.n = max(1, n)
+        self.client = client
         self.procs: list = []
         self.pipes: list = []
         self._lock = asyncio.Lock()
@@ -213,7 +246,7 @@ class WorkerPool:
         ctx = multiprocessing.get_context("spawn")
         for i in range(self.n):
             parent, child = ctx.Pipe()
-            p = ctx.Process(target=worker_main, args=(child, i), name=f"bench-worker-{i}", daemon=True)
+            p = ctx.Process(target=worker_main, args=(child, i, self.client), name=f"bench-worker-{i}", daemon=True)
             p.start()
             child.close()
             self.procs.append(p)

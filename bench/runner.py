@@ -63,7 +63,7 @@ async def run(sizes: wl.Sizes, *, nodes: list[str] | None = None, control_token:
         "warnings": [],
     }
     token = control_token or secrets.token_hex(12)
-    pool = await WorkerPool(sizes.workers).start()
+    pool = await WorkerPool(sizes.workers, sizes.client).start()
     redis: RedisServer | None = None
     connector = aiohttp.TCPConnector(limit=128)
     try:
@@ -88,6 +88,7 @@ async def run(sizes: wl.Sizes, *, nodes: list[str] | None = None, control_token:
             if "floor" in only and redis is not None:
                 progress("floor: raw Redis XADD / XREAD round trips")
                 result["floor"]["redis"] = await redis_floor(redis.url, n=sizes.redis_floor_n,
+                                                             seconds=sizes.redis_floor_s,
                                                              payload_bytes=sizes.payload_bytes + 100)
             if nodes is None:
                 await _own_nodes(ctx, result, redis, token, only)

@@ -48,11 +48,13 @@ class Sizes:
     w3_connections: int = 500
     w3_rates: tuple[float, ...] = (250, 500, 1000, 2000)
     workers: int = 2
+    client: str = "raw"  # load generator client: "raw" (bench.wsclient) or "aiohttp"
     payload_bytes: int = 200
     w1_relays: tuple[str, ...] = ("memory", "streams")
     w2_relays: tuple[str, ...] = ("streams", "sharded")
     w3_on_memory: bool = True
-    redis_floor_n: int = 2000
+    redis_floor_n: int = 2000  # sequential XADD (and XREAD) round trips
+    redis_floor_s: float = 3.0  # seconds of XADD -> XREAD BLOCK at 1,000/s
     blast_frames: int = 20  # floor: frames per connection in the server-side blast
 
 
@@ -61,7 +63,7 @@ QUICK = Sizes(connections=200, rates=(100, 400, 1600), step_s=1.5, drain_s=3.0, 
               w2_scopes=2, w2_subs=50, w2_rates=(200,), w2_target_rate=200.0,
               w3_scopes=100, w3_subs=2, w3_connections=100, w3_rates=(200,),
               workers=2, w1_relays=("memory", "streams"), w3_on_memory=False, redis_floor_n=300,
-              blast_frames=5)
+              redis_floor_s=1.0, blast_frames=5)
 
 
 @dataclass

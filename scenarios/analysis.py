@@ -28,7 +28,8 @@ def summarize(records: Iterable[dict], *, t0: float, publish_end: float, node_na
     pub: dict[str, dict] = {}  # event_id -> {"t", "ok_t", "scope", "id", "exclude", "warm"}
     conn_info: dict[str, tuple[str, str, str]] = {}  # conn -> (user, workspace, node)
     first_ok: dict[str, float] = {}  # logical client -> first connect ok t
-    wanted: dict[str, set] = defaultdict(set)  # logical client -> scopes acked at some point
+    wanted: dict[str, dict] = defaultdict(dict)  # logical client -> scope -> when first held
+    left: dict[str, set] = defaultdict(set)  # scopes it unsubscribed from at some point (churn)
     got: dict[str, set] = defaultdict(set)
     seen_on_conn: dict[str, set] = defaultdict(set)
     duplicated = 0
@@ -67,14 +68,15 @@ def summarize(records: Iterable[dict], *, t0: float, publish_end: float, node_na
             key = _logical(r["conn"])
             first_ok.setdefault(key, t)
             user, ws, _ = conn_info.get(r["conn"], (None, None, None))
-            wanted[key].update({("workspace", ws), ("user", user)})
+            wanted[key].setdefault(("workspace", ws), t)
+            wanted[key].setdefault(("user", user), t)
         elif f == "subscribe" and typ == "invoke" and "since" in r:
             resume_pending[(r["conn"], r["scope"], r["id"])] = t
             key = _logical(r["conn"])
             replay_open.setdefault(r["conn"], (t, last_close.get(key, t)))
         elif f == "subscribe" and typ == "ok":
             if r.get("answer") == "ack":
-                wanted[_logical(r["conn"])].add((r["scope"], r["id"]))
+                wanted[_logical(r["conn"])].setdefault((r["scope"], r["id"]), t)
             if (r["conn"], r["scope"], r["id"]) in resume_pending:
                 resume_pending.pop((r["conn"], r["scope"], r["id"]))
                 resumes["attempted"] += 1
@@ -86,6 +88,8 @@ def summarize(records: Iterable[dict], *, t0: float, publish_end: float, node_na
             resumes["attempted"] += 1
             resumes["failed"] += 1
             resume_series.append([round(t - t0, 3), "failed"])
+        elif f == "unsubscribe" and typ == "invoke":
+            left[_logical(r["conn"])].add((r["scope"], r["id"]))
         elif typ == "close":
             last_close[_logical(r["conn"])] = t
         elif typ == "recv":
@@ -106,19 +110,21 @@ def summarize(records: Iterable[dict], *, t0: float, publish_end: float, node_na
                 node_buckets[node][int(t - t0)] += 1
             if conn in replay_open and p["t"] < replay_open[conn][0]:
                 replay_done[conn] = t
-    # Expected: every acknowledged event to a scope the client wanted (workspace, user, acked
-    # subscriptions; global always), published after the client first connected.
+    # Expected: every acknowledged event to a scope the client held throughout (workspace, user,
+    # acked subscriptions it never left; global always), published after it first connected.
+    # Scopes it churned in and out of are judged by the checker (DEL-1, DEL-5), not counted here.
     expected = delivered = 0
     by_scope: dict[tuple, list[tuple[float, str, str | None]]] = defaultdict(list)
     for eid, p in pub.items():
         if p["ok_t"] is not None and not p["warm"] and p["t"] <= publish_end:
             by_scope[p["scope"]].append((p["t"], eid, p["exclude"]))
     for key, scopes in wanted.items():
-        start = first_ok.get(key, math.inf)
         ws = next((sid for s, sid in scopes if s == "workspace"), None)
-        for scope in list(scopes) + [("global", "all")]:
+        held = {x: since for x, since in scopes.items() if x not in left[key]}
+        held[("global", "all")] = first_ok.get(key, math.inf)
+        for scope, since in held.items():
             for t, eid, exclude in by_scope.get(scope, ()):
-                if t >= start and not (exclude and exclude == ws):
+                if t >= since and not (exclude and exclude == ws):
                     expected += 1
                     delivered += eid in got[key]
     lat = sorted(x[1] for x in latency)

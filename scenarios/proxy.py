@@ -182,8 +182,14 @@ class _Flow:
         self.timer = None
         self.pump()
 
-    def pump(self, force: bool = False) -> None:
-        """Write every due chunk (every chunk with `force`) and arm the timer for the next."""
+    def release(self) -> None:
+        """Make every queued chunk due now (heal), then deliver whatever can be delivered."""
+        if self.queue:
+            self.queue = collections.deque((0.0, data) for _, data in self.queue)
+        self.pump()
+
+    def pump(self) -> None:
+        """Write every due chunk and arm the timer for the next one."""
         if self.timer is not None:
             self.timer.cancel()
             self.timer = None
@@ -196,7 +202,7 @@ class _Flow:
             size = 0
             while queue:
                 due, data = queue[0]
-                if due > now and not force:
+                if due > now:
                     self.timer = self.proxy._loop.call_at(due, self._fire)
                     break
                 queue.popleft()
@@ -211,9 +217,6 @@ class _Flow:
                     self.proxy.stats.bytes_down += size
             if self.queued <= self.proxy.max_buffer // 2:
                 self.src.hold(_QUEUED, False)
-            if self.full and queue and self.timer is not None:  # wait for resume_writing
-                self.timer.cancel()
-                self.timer = None
         if not queue and (self.eof or self.close_after):
             self._finish()
 
@@ -510,5 +513,5 @@ class LinkProxy:
         self._latency = 0.0
         for link in list(self._links):
             link.unhold()
-            link.up.pump(force=True)
-            link.down.pump(force=True)
+            link.up.release()
+            link.down.release()

@@ -11,20 +11,19 @@ import json
 import multiprocessing
 import os
 import queue
-import shlex
-import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 import aiohttp
 
 from conformance import checker
-from conformance.client import Control, ControlError
+from conformance.client import Control
 from conformance.history import HistoryWriter
 from conformance.requirements import REQUIREMENTS
-from scopehub.processes import NodeProcess
-from scopehub.redis_provision import RedisServer, free_port, provision
+from scopehub.cluster import Cluster, ClusterSpec
+from scopehub.processes import NodeStartError
+from scopehub.redis_provision import RedisUnavailable
 
 from . import analysis, population, report
 from .clients import worker_config, worker_main
@@ -33,64 +32,50 @@ from .proxy import LinkProxy
 from .spec import Scenario
 from .workload import Publisher
 
-REFERENCE_COMMAND = (f"{shlex.quote(sys.executable)} -m scopehub serve --host 127.0.0.1 --port {{port}} "
-                     "--redis {redis_url} --control-token {token} --node-id {name} --relay {relay}")
-
-
 class SimError(Exception):
     """The simulation could not run (a node did not start, Redis unavailable): one line."""
 
 
-@dataclass
 class SimCluster:
-    sc: Scenario
-    token: str
-    log_dir: str
-    redis_url_arg: str | None = None
-    redis_server: RedisServer | None = None
-    redis_label: str = ""
-    proxies: list[LinkProxy] = field(default_factory=list)
-    nodes: list[NodeProcess] = field(default_factory=list)
-    urls: list[str] = field(default_factory=list)
-    fixtures: dict | None = None
-    session: aiohttp.ClientSession | None = None
-    _provisioned: object = None
+    """The scenario's nodes (scopehub.cluster.Cluster) with a LinkProxy on each node's way to
+    Redis, and the fixture world, which a restarted node is given again."""
+
+    def __init__(self, sc: Scenario, token: str, log_dir: str, redis: str | None):
+        url = redis if redis not in (None, "auto") else (sc.redis if sc.redis != "auto" else None)
+        self.proxies: list[LinkProxy] = []
+        self.cluster = Cluster(ClusterSpec(nodes=sc.nodes, relay=sc.relay, redis_url=url, control_token=token,
+                                           node_flags=tuple(sc.node_flags), node_command=sc.node_command,
+                                           log_dir=log_dir), link=self._proxy)
+        self.token = token
+        self.fixtures: dict | None = None
+        self.session: aiohttp.ClientSession | None = None
+
+    async def _proxy(self, index: int, redis_url: str) -> str:
+        parts = urlsplit(redis_url)
+        proxy = LinkProxy(parts.hostname or "127.0.0.1", parts.port or 6379, name=f"node-{index + 1}")
+        await proxy.start()
+        self.proxies.append(proxy)
+        db = parts.path.lstrip("/")
+        return proxy.url_for(int(db) if db.isdigit() else 0)
+
+    @property
+    def nodes(self):
+        return self.cluster.nodes
+
+    @property
+    def urls(self) -> list[str]:
+        return self.cluster.urls
+
+    @property
+    def redis_server(self):
+        return self.cluster.redis_server
+
+    @property
+    def redis_label(self) -> str:
+        return self.cluster.redis.label if self.cluster.redis else "-"
 
     async def start(self) -> None:
-        url = self.redis_url_arg if self.redis_url_arg not in (None, "auto") else (
-            self.sc.redis if self.sc.redis != "auto" else None)
-        if url is None:
-            self.redis_server = await asyncio.to_thread(lambda: RedisServer().start())
-            url, self.redis_label = self.redis_server.url, self.redis_server.label
-        else:
-            self._provisioned = await asyncio.to_thread(provision, url)
-            self.redis_label = self._provisioned.label
-        parts = urlsplit(url)
-        db = parts.path.lstrip("/") or "0"
-        template = self.sc.node_command or REFERENCE_COMMAND
-        for i in range(self.sc.nodes):
-            proxy = LinkProxy(parts.hostname or "127.0.0.1", parts.port or 6379, name=f"node-{i + 1}")
-            await proxy.start()
-            self.proxies.append(proxy)
-            port = free_port()
-            base = f"http://127.0.0.1:{port}"
-            argv = shlex.split(template.format(port=port, redis_url=proxy.url_for(int(db) if db.isdigit() else 0),
-                                               token=self.token, name=f"node-{i + 1}", relay=self.sc.relay))
-            if not self.sc.node_command:
-                argv += self.sc.node_flags
-            probe = self._probe(base)
-            self.nodes.append(NodeProcess(argv, f"node-{i + 1}", log_path=os.path.join(self.log_dir, f"node-{i + 1}.log"),
-                                          probe=probe, url=base))
-            self.urls.append(base)
-        await asyncio.gather(*(n.start(30) for n in self.nodes))
-
-    def _probe(self, base: str):
-        async def ready() -> bool:
-            assert self.session is not None
-            async with self.session.get(base + "/_control/info", headers={"Authorization": f"Bearer {self.token}"},
-                                        timeout=aiohttp.ClientTimeout(total=1)) as r:
-                return r.status == 200
-        return ready
+        await self.cluster.start()
 
     async def load(self, fixtures: dict, only: int | None = None) -> None:
         self.fixtures = fixtures
@@ -102,18 +87,14 @@ class SimCluster:
         return await Control(self.session, self.urls[0], self.token).info()
 
     async def restart_node(self, i: int) -> None:
-        await self.nodes[i].restart(30)
+        await self.cluster.restart_node(i)
         if self.fixtures is not None:
             await self.load(self.fixtures, only=i)
 
     async def stop(self) -> None:
-        await asyncio.gather(*(n.terminate() for n in self.nodes), return_exceptions=True)
+        await self.cluster.stop()
         for p in self.proxies:
             await p.stop()
-        if self.redis_server is not None:
-            await asyncio.to_thread(self.redis_server.stop)
-        if self._provisioned is not None:
-            await asyncio.to_thread(self._provisioned.stop)
 
 
 @dataclass
@@ -177,7 +158,7 @@ async def simulate(sc: Scenario, out_dir: str, *, seed: int, redis: str | None, 
             progress.phase(f"starting Redis and {sc.nodes} nodes")
             try:
                 await cluster.start()
-            except Exception as e:
+            except (NodeStartError, RedisUnavailable, ValueError, OSError) as e:
                 raise SimError(str(e).splitlines()[0] if str(e) else type(e).__name__) from None
             info = await cluster.info()
             progress.phase(f"loading the world ({len(pop.clients)} users) and minting tokens")
@@ -205,7 +186,7 @@ async def simulate(sc: Scenario, out_dir: str, *, seed: int, redis: str | None, 
             progress.phase("warming up: one event per scope")
             await publisher.warm_up()
             loop = asyncio.get_running_loop()
-            await _settle(stats, live, 5.0, progress, loop, loop.time(), publisher, nemesis)
+            await _settle(stats, live, 5.0, progress, loop, loop.time(), publisher, nemesis, still_s=0.5)
             t0 = loop.time()
             t0_mono = time.monotonic()
             progress.phase("fault phase")
@@ -221,7 +202,8 @@ async def simulate(sc: Scenario, out_dir: str, *, seed: int, redis: str | None, 
             await asyncio.gather(chaos, return_exceptions=True)
             progress.phase("healing and settling")
             await nemesis.heal_all(t0)
-            await _settle(stats, live, sc.settle_s, progress, loop, t0, publisher, nemesis)
+            await _settle(stats, live, sc.settle_s, progress, loop, t0, publisher, nemesis,
+                          still_s=sc.backoff_s[1] + 1.0, clients=len(pop.clients))
             writer.close()
         finally:
             for q in commands:
@@ -316,9 +298,10 @@ async def _until(cond, timeout: float, progress, live) -> bool:
     return False
 
 
-async def _settle(stats, live: _Stats, settle_s: float, progress, loop, t0, publisher, nemesis) -> None:
-    """Let clients reconnect and resume: stop when deliveries have been still for 2 s (and every
-    client is connected) or the settle deadline passes."""
+async def _settle(stats, live: _Stats, settle_s: float, progress, loop, t0, publisher, nemesis,
+                  still_s: float = 2.0, clients: int = 0) -> None:
+    """Let clients reconnect and resume: stop when every client is connected and deliveries
+    have been still for `still_s`, or when the settle deadline passes."""
     deadline = loop.time() + settle_s
     last, still_since = -1, loop.time()
     while loop.time() < deadline:
@@ -326,6 +309,6 @@ async def _settle(stats, live: _Stats, settle_s: float, progress, loop, t0, publ
         progress.tick(loop.time() - t0, publisher, live, nemesis.active())
         if live.deliveries != last:
             last, still_since = live.deliveries, loop.time()
-        elif loop.time() - still_since >= 2.0:
+        elif loop.time() - still_since >= still_s and live.connected >= clients:
             return
         await asyncio.sleep(0.25)

@@ -77,6 +77,15 @@ class Scenario:
     min_delivery_ratio: float = 1.0
     source: str = ""
 
+    def scaled(self, duration_s: float) -> None:
+        """Shorten or stretch the fault phase, keeping every fault at the same point of it."""
+        k = duration_s / self.duration_s
+        for f in self.faults:
+            f.at, f.duration = f.at * k, f.duration * k
+            f.period_s = max(0.5, f.period_s * k) if f.kind == "client_jitter" else f.period_s
+        self.rate = [(start * k, r) for start, r in self.rate]
+        self.duration_s = duration_s
+
     def rate_at(self, t: float) -> float:
         current = self.rate[0][1]
         for start, r in self.rate:

@@ -34,6 +34,8 @@ def register(sub) -> None:
                    help="run only these parts (repeatable; default: all)")
     p.add_argument("--connections", type=_count, help="subscribers of the hot scope (default 1000, --quick 200)")
     p.add_argument("--workers", type=_count, help="load generator processes (default 2)")
+    p.add_argument("--client", choices=("raw", "aiohttp"),
+                   help="load generator's WebSocket client: raw (lean, default) or aiohttp's (about twice the CPU per frame)")
     p.add_argument("--step-seconds", type=_positive, help="seconds per publish-rate step (default 5, --quick 1.5)")
     p.add_argument("--rates", metavar="LIST", help="comma-separated events/s of the rising steps, e.g. 50,100,200")
     p.set_defaults(run=run)
@@ -66,6 +68,8 @@ def run(args: argparse.Namespace) -> int:
         changes["connections"] = args.connections
     if args.workers:
         changes["workers"] = args.workers
+    if args.client:
+        changes["client"] = args.client
     if args.step_seconds:
         changes["step_s"] = args.step_seconds
     if args.rates:

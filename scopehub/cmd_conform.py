@@ -28,9 +28,18 @@ def register(sub) -> None:
         description="Check an implementation of the realtime fanout contract (docs/protocol.md) through "
         "its WebSocket endpoint and control API only, and report a verdict per requirement. "
         "Exit 0: every checked requirement passed; 1: some failed; 2: the target could not be tested.")
-    p.add_argument("--node", dest="nodes", action="append", metavar="URL", required=True,
-                   help="base URL of one node, e.g. http://127.0.0.1:8080 (repeat for every node)")
-    p.add_argument("--control-token", required=True, metavar="T", help="the target's control API token")
+    where = p.add_mutually_exclusive_group(required=True)
+    where.add_argument("--node", dest="nodes", action="append", metavar="URL",
+                       help="base URL of one running node, e.g. http://127.0.0.1:8080 (repeat for every node)")
+    where.add_argument("--node-command", metavar="CMD",
+                       help="start the target's nodes yourself on a fresh Redis, run, and stop them: a command "
+                            "template with {port}, {redis_url}, {token}, {name} (and {host}, {relay}); "
+                            "'reference' starts the reference")
+    p.add_argument("--nodes", dest="node_count", type=int, default=3, metavar="N",
+                   help="with --node-command: how many nodes to start (default 3)")
+    p.add_argument("--redis", metavar="URL", help="with --node-command: use this Redis instead of starting one")
+    p.add_argument("--control-token", metavar="T",
+                   help="the target's control API token (required with --node; generated with --node-command)")
     p.add_argument("--profile", choices=("default", "strict"), default="default",
                    help="strict adds DEL-4 (scope order) and DEL-7 (no stale events)")
     p.add_argument("--only", metavar="IDS", help="check only these requirements or groups, e.g. HS,DEL-1")
@@ -44,6 +53,44 @@ def register(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from .cli import UserError
+
+    if args.node_command is None:
+        if not args.control_token:
+            raise UserError("--control-token is required with --node")
+        return _run(args)
+    if args.node_count < 1:
+        raise UserError("--nodes must be at least 1")
+    from .cluster import Cluster, ClusterSpec, render_command
+    from .processes import NodeStartError
+    from .redis_provision import RedisUnavailable
+
+    template = None if args.node_command == "reference" else args.node_command
+    if template is not None:
+        if "{port}" not in template:
+            raise UserError("--node-command must contain {port}")
+        try:
+            render_command(template, port="1", redis_url="redis://x", token="t", name="n", host="h", relay="r")
+        except ValueError as e:
+            raise UserError(str(e)) from None
+    spec = ClusterSpec(nodes=args.node_count, node_command=template, redis_url=args.redis)
+    if args.control_token:
+        spec.control_token = args.control_token
+    cluster = Cluster(spec)
+    try:
+        asyncio.run(cluster.start())
+    except (NodeStartError, RedisUnavailable, OSError) as e:
+        asyncio.run(cluster.stop())
+        raise UserError(f"the target's nodes did not start: {str(e).splitlines()[0]}") from None
+    try:
+        args.nodes, args.control_token = cluster.urls, spec.control_token
+        args.started_with = args.node_command
+        return _run(args)
+    finally:
+        asyncio.run(cluster.stop())
+
+
+def _run(args: argparse.Namespace) -> int:
     from .cli import UserError
 
     try:
@@ -84,6 +131,7 @@ def run(args: argparse.Namespace) -> int:
     console.print(f"seed {seed}; replay: {replay}")
     if args.report:
         meta = {"target": {"urls": args.nodes, "implementation": target.implementation,
+                           "node_command": getattr(args, "started_with", None),
                            "capabilities": sorted(target.capabilities), "infos": target.infos},
                 "profile": args.profile, "seed": seed, "command": command, "replay": replay,
                 "exploration": exploration}
@@ -93,7 +141,10 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _replay_command(args: argparse.Namespace, seed: int) -> str:
-    parts = ["scopehub", "conform"] + [f"--node {shlex.quote(u)}" for u in args.nodes]
+    if getattr(args, "started_with", None):
+        parts = ["scopehub", "conform", "--node-command", shlex.quote(args.started_with), "--nodes", str(len(args.nodes))]
+    else:
+        parts = ["scopehub", "conform"] + [f"--node {shlex.quote(u)}" for u in args.nodes]
     parts += ["--control-token", shlex.quote(args.control_token), "--profile", args.profile, "--seed", str(seed)]
     for flag in ("only", "exclude", "examples"):
         if getattr(args, flag):

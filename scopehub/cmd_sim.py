@@ -14,8 +14,6 @@ from rich.console import Console
 from rich.live import Live
 from rich.text import Text
 
-from scenarios import report
-from scenarios.sim import SimError, simulate
 from scenarios.spec import ScenarioError, builtin, catalogue, load
 
 
@@ -31,7 +29,8 @@ def register(sub) -> None:
                    help="a scenario file (TOML, see docs/scenarios.md) or a built-in name (default: smoke)")
     p.add_argument("--seed", type=int, help="seed for the population and the workload (default: the scenario's)")
     p.add_argument("--out", metavar="DIR", help="output folder (default: out/sim/<scenario>)")
-    p.add_argument("--duration", type=float, metavar="S", help="override the fault phase's length in seconds")
+    p.add_argument("--duration", type=float, metavar="S",
+                   help="length of the fault phase in seconds; the fault timeline is scaled to fit")
     p.add_argument("--clients", type=int, metavar="N", help="override the number of clients")
     p.add_argument("--redis", metavar="auto|URL", default=None,
                    help="auto: a redis-server started for the run (default); or a Redis URL")
@@ -65,6 +64,9 @@ class _Progress:
 
 
 def run(args: argparse.Namespace) -> int:
+    from scenarios import report  # matplotlib: only when a simulation runs
+    from scenarios.sim import SimError, simulate
+
     from .cli import UserError
 
     path = args.scenario if os.path.exists(args.scenario) else None
@@ -81,8 +83,7 @@ def run(args: argparse.Namespace) -> int:
     if args.duration is not None:
         if args.duration < 1:
             raise UserError("--duration must be at least 1 second")
-        sc.faults = [f for f in sc.faults if f.at < args.duration]
-        sc.duration_s = args.duration
+        sc.scaled(args.duration)
     if args.clients is not None:
         if args.clients < 1:
             raise UserError("--clients must be at least 1")

@@ -14,7 +14,7 @@ from conformance.history import HistoryWriter, read_history
 @pytest.mark.req("DEL-1", "DEL-2", "DEL-3", "DEL-4", "DEL-5", "DEL-6", "DEL-7", "AZ-4", "EV-1", "EV-2",
                  "REP-1", "REP-2", "REP-3", "REP-4", "NODE-1")
 def test_synthetic_correct_run_checks_clean_in_strict(tmp_path):
-    records = synthetic_history(20_000, seed=11)
+    records = synthetic_history(10_000, seed=11)
     path = tmp_path / "h.jsonl"
     with HistoryWriter(path, append=False, process="bench") as w:
         for r in records:

@@ -187,6 +187,23 @@ async def test_lowering_latency_does_not_reorder(proxy):
 
 
 @pytest.mark.req("NODE-3")
+async def test_heal_releases_delayed_chunks_at_once(proxy):
+    reader, writer = await _raw(proxy)
+    try:
+        proxy.set_latency(30)
+        writer.write(b"PING\r\n")
+        await writer.drain()
+        await _until(lambda: proxy.pending_bytes == 6, what="the PING held by the proxy")
+        t0 = time.monotonic()
+        proxy.heal()
+        assert proxy.latency == 0 and proxy.mode == "ok"
+        assert await asyncio.wait_for(reader.readexactly(7), 3) == b"+PONG\r\n"
+        assert time.monotonic() - t0 < 1.0
+    finally:
+        writer.close()
+
+
+@pytest.mark.req("NODE-3")
 async def test_cut_fails_fast_refuses_new_and_heal_restores(proxy, client):
     r = client(proxy.url, timeout=2)
     await r.set("k", "before")

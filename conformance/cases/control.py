@@ -86,13 +86,15 @@ async def ctl1_info_fields(ctx):
         q = info.get("send_queue")
         ctx.expect(type(q) is int and q > 0, f"{where}: send_queue must be a positive integer", "int > 0", q)
         o = info.get("origins")
-        ctx.expect(isinstance(o, dict) and isinstance(o.get("allowed"), list) and isinstance(o.get("trusted_proxies"), list)
+        ctx.expect(isinstance(o, dict) and isinstance(o.get("allowed"), list)
+                   and isinstance(o.get("trusted_proxies"), list)
                    and all(isinstance(x, str) for x in o["allowed"] + o["trusted_proxies"]),
                    f"{where}: origins must be {{allowed: [str], trusted_proxies: [str]}}",
                    {"allowed": "[str]", "trusted_proxies": "[str]"}, o)
 
 
-@case("CTL-1", "CTL-3", "CTL-4", "CTL-5", title="control calls without the right bearer token get 401 and change nothing")
+@case("CTL-1", "CTL-3", "CTL-4", "CTL-5",
+      title="control calls without the right bearer token get 401 and change nothing")
 async def ctl_bearer_required(ctx):
     w = ctx.world
     client = await authed(ctx, w.alice, w.ws_a)
@@ -242,7 +244,8 @@ async def ctl4_event_id_kept(ctx):
     client = await authed(ctx, w.alice, w.ws_a)
     eid = f"conformance-{uuid.uuid4()}"
     status, doc = await control(ctx, "POST", "/_control/publish",
-                                body={"scope": "workspace", "id": w.ws_a, "frame": {"type": "conformance:ctl4", "event_id": eid}})
+                                body={"scope": "workspace", "id": w.ws_a,
+                                      "frame": {"type": "conformance:ctl4", "event_id": eid}})
     ctx.expect(status == 200 and isinstance(doc, dict) and doc.get("event_id") == eid,
                "a frame's own event_id must be kept and returned by the publish", {"event_id": eid},
                f"{status} {doc!r}"[:300])
@@ -262,7 +265,8 @@ BAD_PUBLISH = [
     ("an empty event_id", {"scope": "workspace", "id": "W", "frame": {"event_id": ""}}),
     ("a numeric event_id", {"scope": "workspace", "id": "W", "frame": {"event_id": 42}}),
     ("a null event_id", {"scope": "workspace", "id": "W", "frame": {"event_id": None}}),
-    ("exclude_workspace on a workspace publish", {"scope": "workspace", "id": "W", "frame": {}, "exclude_workspace": "W"}),
+    ("exclude_workspace on a workspace publish",
+     {"scope": "workspace", "id": "W", "frame": {}, "exclude_workspace": "W"}),
     ("exclude_workspace on a task publish", {"scope": "task", "id": "T", "frame": {}, "exclude_workspace": "W"}),
     ("exclude_workspace on a global publish", {"scope": "global", "id": "all", "frame": {}, "exclude_workspace": "W"}),
     ("an empty exclude_workspace", {"scope": "user", "id": "U", "frame": {}, "exclude_workspace": ""}),

@@ -21,7 +21,7 @@ from urllib.parse import urlsplit
 
 import aiohttp
 
-from . import NotChecked, case
+from . import Failed, NotChecked, case
 
 AUTH_ACK = {"type": "auth_ack"}
 PING = {"type": "ping"}
@@ -196,7 +196,8 @@ async def hs2_cookie_pat_is_live(ctx):
     ctx.equal(answers(client), [PONG], "a cookie connection gets no auth_ack")
 
 
-@case("HS-2", "HS-4", title='a bad cookie token (garbage, bad signature, expired, alg none): 401 {"error":"invalid token"}',
+@case("HS-2", "HS-4",
+      title='a bad cookie token (garbage, bad signature, expired, alg none): 401 {"error":"invalid token"}',
       capability="cookie_auth")
 async def hs2_bad_cookie_is_401_invalid_token(ctx):
     w = ctx.world
@@ -265,7 +266,8 @@ NOT_AUTH = {
 }
 
 
-@case("HS-3", title='a first frame that is not an auth message: {"error":"expected auth message as first frame"}, close')
+@case("HS-3",
+      title='a first frame that is not an auth message: {"error":"expected auth message as first frame"}, close')
 async def hs3_first_frame_not_auth(ctx):
     w = ctx.world
     token = await ctx.token(w.alice)
@@ -297,7 +299,8 @@ def _auth_wait(ctx) -> float:
     return auth_s
 
 
-@case("HS-3", title='a client that sends nothing gets {"error":"auth timeout or read error"} after auth_s, then the close')
+@case("HS-3",
+      title='a client that sends nothing gets {"error":"auth timeout or read error"} after auth_s, then the close')
 async def hs3_auth_timeout(ctx):
     auth_s = _auth_wait(ctx)
     loop = asyncio.get_running_loop()
@@ -334,7 +337,16 @@ async def bare_ws(ctx, params: dict, *, node: int = 0, autoping: bool = False,
 CLOSED = (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSING, aiohttp.WSMsgType.CLOSED, aiohttp.WSMsgType.ERROR)
 
 
-@case("HS-3", title="transport pings before auth are answered and neither count as the auth frame nor extend the timeout")
+async def receive(ctx, ws: aiohttp.ClientWebSocketResponse, what: str, timeout: float = 5.0) -> aiohttp.WSMessage:
+    """The next message of a bare WebSocket, or Failed naming what was awaited."""
+    try:
+        return await asyncio.wait_for(ws.receive(), timeout)
+    except asyncio.TimeoutError:
+        raise Failed(f"no {what} within {timeout:g} s", what, "nothing") from None
+
+
+@case("HS-3",
+      title="transport pings before auth are answered and neither count as the auth frame nor extend the timeout")
 async def hs3_transport_pings_do_not_count(ctx):
     auth_s = _auth_wait(ctx)
     loop = asyncio.get_running_loop()
@@ -372,9 +384,9 @@ async def hs3_transport_pings_do_not_count(ctx):
                        f"{elapsed:.1f} s")
             ctx.expect(pongs >= 1, "transport pings before auth must be answered with transport pongs",
                        ">= 1 pong", pongs)
-            closing = await asyncio.wait_for(ws.receive(), CLOSE_WAIT)
+            closing = await receive(ctx, ws, "close after the auth timeout error", CLOSE_WAIT)
             ctx.expect(closing.type in CLOSED, "the connection must be closed after the auth timeout error",
-                       "close", str(closing.type))
+                       "close", closing.type.name)
             return
         if msg.type in CLOSED:
             ctx.expect(False, "the connection closed without the auth timeout error frame",
@@ -385,11 +397,11 @@ async def hs3_transport_pings_do_not_count(ctx):
 async def hs3_ping_then_auth(ctx):
     ws = await bare_ws(ctx, {"workspace_id": ctx.world.ws_a})
     await ws.ping(b"before-auth")
-    msg = await asyncio.wait_for(ws.receive(), 5)
+    msg = await receive(ctx, ws, "transport pong")
     ctx.equal((msg.type.name, msg.data), ("PONG", b"before-auth"),
               "a transport ping before auth must be answered with a transport pong carrying its data")
     await ws.send_str(json.dumps(auth(await ctx.token(ctx.world.alice))))
-    msg = await asyncio.wait_for(ws.receive(), 5)
+    msg = await receive(ctx, ws, "auth_ack")
     got = json.loads(msg.data) if msg.type is aiohttp.WSMsgType.TEXT else msg.type.name
     ctx.equal(got, AUTH_ACK, "auth after a transport ping must be acknowledged: the ping was not the first data frame")
 
@@ -424,7 +436,8 @@ async def hs4_bad_signature(ctx):
         "another token's signature on bob's claims": tampered(alice, bob),
         "a signature with flipped bits": f"{head}.{flipped}",
         "the signature cut off": head,
-        "a signature made with another key": sign({"sub": w.bob, "exp": later()}, "not-the-secret-" + secrets.token_hex(16)),
+        "a signature made with another key": sign({"sub": w.bob, "exp": later()},
+                                                  "not-the-secret-" + secrets.token_hex(16)),
     }
     for why, token in bad.items():
         await token_refusal(ctx, token, INVALID_TOKEN, f"a JWT with {why}")
@@ -619,7 +632,8 @@ async def hs6_token_mode(ctx):
     ctx.equal(answers(client), [AUTH_ACK], "the connection holds both scopes without any subscribe or ack")
 
 
-@case("HS-6", "HS-2", title="cookie mode: workspace and user events arrive right after the upgrade", capability="cookie_auth")
+@case("HS-6", "HS-2", title="cookie mode: workspace and user events arrive right after the upgrade",
+      capability="cookie_auth")
 async def hs6_cookie_mode(ctx):
     w = ctx.world
     client = await ctx.connect(w.alice, w.ws_a, cookie=True)
@@ -662,7 +676,8 @@ async def hs7_cookie_before_origin(ctx):
             (await ctx.token(None), 401, INVALID_CLAIMS, "a cookie without sub"),
             (await ctx.token(w.dave), 403, DISABLED, "a disabled user's cookie"),
             (await ctx.token(w.carol), 403, NOT_MEMBER, "a non-member's cookie")):
-        await cookie_refusal(ctx, token, status, text, f"{why} with a foreign Origin", headers={"Origin": _foreign(ctx)})
+        await cookie_refusal(ctx, token, status, text, f"{why} with a foreign Origin",
+                             headers={"Origin": _foreign(ctx)})
     status, body = await ctx.upgrade(params={"workspace_slug": w.slug_a}, cookie=await ctx.token(w.carol),
                                      headers={"Origin": _foreign(ctx)})
     ctx.equal((status, body), (403, {"error": NOT_MEMBER}), "a non-member's cookie with a known slug and a foreign "

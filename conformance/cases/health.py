@@ -20,7 +20,8 @@ from .handshake import AUTH_ACK, auth_answer, is_answer
 PATH = "/health/realtime"
 CHALLENGE = 'Bearer realm="metrics"'
 FORWARDING = [("X-Forwarded-For", "203.0.113.7"), ("X-Forwarded-Host", "example.com"),
-              ("X-Forwarded-Proto", "https"), ("X-Real-Ip", "203.0.113.7"), ("Forwarded", "for=203.0.113.7;proto=https")]
+              ("X-Forwarded-Proto", "https"), ("X-Real-Ip", "203.0.113.7"),
+              ("Forwarded", "for=203.0.113.7;proto=https")]
 SETTLE = 5.0  # how long a count may take to reach its value at rest
 
 COUNTERS = {  # what HL-1 lists -> the key names accepted for it
@@ -47,8 +48,9 @@ async def snapshot(ctx, node: int = 0) -> dict:
     status, body, headers = await ctx.http("GET", PATH, node=node)
     if status == 401 and _header(headers, "WWW-Authenticate") == CHALLENGE:
         raise NotChecked("the target has a metrics token the suite does not know (401 with the metrics challenge)")
-    ctx.expect(status == 200 and isinstance(body, dict), f"GET {PATH} from loopback without forwarding headers must "
-                                                          "answer 200 with a JSON object", "200 {...}", f"{status} {body!r}"[:300])
+    ctx.expect(status == 200 and isinstance(body, dict),
+               f"GET {PATH} from loopback without forwarding headers must answer 200 with a JSON object",
+               "200 {...}", f"{status} {body!r}"[:300])
     return body
 
 
@@ -146,7 +148,8 @@ async def hl2_loopback_and_forwarding_headers(ctx):
         for name, value in FORWARDING:
             status, _, headers = await ctx.http("GET", PATH, headers={name: value})
             ctx.equal((status, _header(headers, "WWW-Authenticate")), (401, CHALLENGE),
-                      f"with a metrics token, a request without the bearer (here with {name}) gets 401 and the challenge")
+                      f"with a metrics token, a request without the bearer (here with {name}) gets 401 "
+                      "and the challenge")
         wrong = await ctx.http("GET", PATH, headers={"Authorization": f"Bearer wrong-{secrets.token_hex(8)}"})
         ctx.equal(wrong[0], 401, "a wrong metrics bearer gets 401")
         raise NotChecked("the target has a metrics token the suite does not know: the 401s were checked, "

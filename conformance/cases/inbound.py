@@ -18,8 +18,8 @@ from urllib.parse import urlencode, urlsplit
 
 import aiohttp
 
-from . import NotChecked, case
-from .handshake import AUTH_ACK, PING, PONG, answers, auth, auth_answer, bare_ws, is_answer, CLOSED
+from . import Failed, NotChecked, case
+from .handshake import CLOSED, AUTH_ACK, PING, PONG, answers, auth, auth_answer, bare_ws, is_answer, receive
 
 LIMIT = 65536  # IN-4: the largest inbound message allowed, in bytes
 CLOSE_WAIT = 5.0
@@ -111,7 +111,8 @@ async def in2_ping_pong(ctx):
     client = await authed(ctx)
     start = len(client.frames)
     await client.send(PING)
-    ctx.equal(await ctx.frame(client, is_answer, "the pong", start=start), PONG, 'a ping must be answered {"type":"pong"}')
+    ctx.equal(await ctx.frame(client, is_answer, "the pong", start=start), PONG,
+              'a ping must be answered {"type":"pong"}')
     for text in ('{"type":"ping","payload":{"n":1}}', ' \n{ "type" : "ping" }\t'):
         start = len(client.frames)
         await client.send(text)
@@ -279,8 +280,9 @@ class RawWebSocket:
             await self.reader.readexactly(4)  # servers must not mask; read the key anyway
         return b0 & 0x0F, await self.reader.readexactly(n)
 
-    async def next_answer(self, timeout: float = 5) -> Any:
-        """The next text or binary frame that is not an event (transport pings are skipped)."""
+    async def next_answer(self, what: str, timeout: float = 5) -> Any:
+        """The next text or binary frame that is not an event (transport pings are skipped), or
+        Failed naming `what`."""
         async def read():
             while True:
                 opcode, data = await self.recv_frame()
@@ -292,8 +294,14 @@ class RawWebSocket:
                     if is_answer(doc):
                         return doc
                 elif opcode == OP_CLOSE:
-                    return ("close", struct.unpack("!H", data[:2])[0] if len(data) >= 2 else None)
-        return await asyncio.wait_for(read(), timeout)
+                    code = struct.unpack("!H", data[:2])[0] if len(data) >= 2 else None
+                    raise Failed(f"the connection closed (code {code}) before {what}", what, f"close {code}")
+        try:
+            return await asyncio.wait_for(read(), timeout)
+        except asyncio.TimeoutError:
+            raise Failed(f"no {what} within {timeout:g} s", what, "nothing") from None
+        except (asyncio.IncompleteReadError, ConnectionError):
+            raise Failed(f"the connection ended before {what}", what, "end of stream") from None
 
     async def close_code(self, timeout: float = CLOSE_WAIT) -> tuple[list, int | None]:
         """Read until the close frame: (answers before it, its code). ("eof", None) when the
@@ -337,10 +345,11 @@ async def in4_fragments_after_auth(ctx):
     sock = await raw_socket(ctx, {"workspace_id": w.ws_a})
     sock.send_frame(OP_TEXT, json.dumps(auth(await ctx.token(w.alice))).encode())
     await sock.flush()
-    ctx.equal(await sock.next_answer(), AUTH_ACK, "the token must be accepted")
+    ctx.equal(await sock.next_answer("auth_ack"), AUTH_ACK, "the token must be accepted")
     sock.send_fragmented(OP_TEXT, ping_of(LIMIT), AT_LIMIT)
     await sock.flush()
-    ctx.equal(await sock.next_answer(), PONG, "16 fragments adding up to 65,536 bytes are one allowed message")
+    ctx.equal(await sock.next_answer("the pong"), PONG,
+              "16 fragments adding up to 65,536 bytes are one allowed message")
     data = ping_of(LIMIT + 1)
     sock.send_frame(OP_TEXT, data[:4096], fin=False)
     sock.send_frame(OP_PING, b"between fragments")  # RFC 6455 allows control frames between fragments
@@ -380,7 +389,7 @@ async def _authed_bare(ctx):
     ws = await bare_ws(ctx, {"workspace_id": w.ws_a}, autoping=False)
     await ws.send_str(json.dumps(auth(await ctx.token(w.alice))))
     while True:
-        msg = await asyncio.wait_for(ws.receive(), 5)
+        msg = await receive(ctx, ws, "auth_ack")
         if msg.type is aiohttp.WSMsgType.TEXT and json.loads(msg.data) == AUTH_ACK:
             return ws
         ctx.expect(msg.type in (aiohttp.WSMsgType.TEXT, aiohttp.WSMsgType.PING), "the token must be accepted",

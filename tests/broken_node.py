@@ -1,0 +1,261 @@
+"""A reference node with ONE deliberate, test-only bug: proof that the conformance suite fails
+what it should fail (tests/test_suite_catches_bugs.py).
+
+    python tests/broken_node.py --bug NAME <any `scopehub serve` flags>
+
+Each bug is a small monkeypatch of a reference class or function, applied before
+`scopehub.cli.main(["serve", ...])` runs, and models a plausible mistake of a team porting
+Multica's realtime hub. The bugs live only here: `scopehub serve` has no switch for them.
+`--bug none` runs the correct reference through the same path (the control group)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import itertools
+import os
+import sys
+
+# Run as a script (`python tests/broken_node.py`): make the project importable from any cwd.
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from reference import authorizer as az  # noqa: E402
+from reference import events, tokens, ws_handler  # noqa: E402
+from reference.broadcaster import MemoryBroadcaster  # noqa: E402
+from reference.connection import Connection  # noqa: E402
+from reference.hub import Hub  # noqa: E402
+from reference.relay import streams  # noqa: E402
+
+BUGS: dict[str, tuple[str, object]] = {}  # name -> (what the mistake is, patch function)
+
+
+def bug(name: str, what: str):
+    def register(fn):
+        BUGS[name] = (what, fn)
+        return fn
+    return register
+
+
+def _is_event(data: str) -> bool:
+    """Event frames carry an event_id; acks, errors and pongs do not."""
+    return '"event_id"' in data
+
+
+# -- authorization -------------------------------------------------------------------------------
+
+@bug("chat-any-member", "chat scopes allowed to any member of the chat's workspace: the creator check is missing")
+def _chat_any_member() -> None:
+    def _chat(self, user_id, ws, sid):
+        chat = self._lookup(self._chats, sid)
+        # BUG: only the workspace is compared; Multica also requires chat.creator == user.
+        return az.ALLOWED if chat is not None and az._uuid(chat["workspace"]) == ws else az.FORBIDDEN
+    az.Authorizer._chat = _chat
+
+
+@bug("task-cross-workspace", "issue tasks allowed whatever the issue's workspace")
+def _task_cross_workspace() -> None:
+    orig = az.Authorizer._task
+
+    def _task(self, user_id, ws, sid):
+        task = self._lookup(self._tasks, sid)
+        if task is not None and task.get("issue"):
+            # BUG: the issue exists, so the task is allowed; its workspace is never compared.
+            return az.ALLOWED if self._lookup(self._issues, az._uuid(task["issue"])) is not None else az.FORBIDDEN
+        return orig(self, user_id, ws, sid)
+    az.Authorizer._task = _task
+
+
+@bug("nonuuid-lookup", "non-UUID task/chat ids are looked up (and answer lookup_failed when lookups fail)")
+def _nonuuid_lookup() -> None:
+    orig = az.Authorizer.decide
+
+    def decide(self, user_id, workspace_id, scope, scope_id):
+        if az._uuid(scope_id) is None and scope in ("task", "chat"):
+            # BUG: no UUID pre-check; the id goes to the store, which finds nothing, or fails.
+            try:
+                self._lookup(self._tasks if scope == "task" else self._chats, None)
+            except az.LookupError_:
+                return az.LOOKUP_FAILED
+            return az.FORBIDDEN
+        return orig(self, user_id, workspace_id, scope, scope_id)
+    az.Authorizer.decide = decide
+
+
+@bug("resume-unauthorized", "a subscribe with since goes straight to the replay, skipping the authorizer")
+def _resume_unauthorized() -> None:
+    orig = ws_handler._subscribe
+
+    async def _subscribe(conn, st, scope, sid, since):
+        if since is not ws_handler.RESUME_NONE and scope in ("workspace", "user", "task", "chat"):
+            # BUG: "it is a reconnect, the client held this scope before": no authorization.
+            await st.hub.resume(conn, (scope, sid), since)
+            return
+        await orig(conn, st, scope, sid, since)
+    ws_handler._subscribe = _subscribe
+
+
+@bug("expired-tokens", "expired JWTs are accepted (exp not verified)")
+def _expired_tokens() -> None:
+    # BUG: decode options copied from a debugging session: the expiry is never checked.
+    tokens._DECODE_OPTIONS = {**tokens._DECODE_OPTIONS, "verify_exp": False}
+
+
+# -- delivery ------------------------------------------------------------------------------------
+
+@bug("async-group", "the streams relay acks the subscribe before its consumer group exists: the group is "
+     "created ~50 ms later in a background task, at '$' (as Multica's relay does)")
+def _async_group() -> None:
+    async def on_first_subscriber(self, scope_type, scope_id):
+        scope = (scope_type, scope_id)
+        if scope in self._open:
+            return
+        key = streams.stream_key(*scope)
+        slot = self.slots[streams.zlib.crc32(key.encode()) % len(self.slots)]
+        self._open[scope] = slot
+
+        async def create_group_later():
+            # BUG: fire-and-forget; events appended between the ack and this XGROUP CREATE ... $
+            # are never read by this node.
+            await asyncio.sleep(0.05)
+            cursor = await self._open_group(keys=[key], args=[self.group, self.ttl_ms])
+            if self._open.get(scope) is slot:
+                slot.streams[key] = streams._Reading(scope_type, scope_id, cursor)
+                await self._wake(slot)
+        self._spawn(create_group_later())
+    streams.StreamsRelay.on_first_subscriber = on_first_subscriber
+
+
+@bug("duplicate-delivery", "every 7th event frame is queued twice on a connection")
+def _duplicate_delivery() -> None:
+    orig = Connection.enqueue
+    counter = itertools.count(1)
+
+    def enqueue(self, data, frame=None):
+        ok = orig(self, data, frame)
+        if ok and _is_event(data) and next(counter) % 7 == 0:
+            orig(self, data, frame)  # BUG: a retry path that re-sends what was already queued
+        return ok
+    Connection.enqueue = enqueue
+
+
+@bug("reorder", "a connection's writer swaps some consecutive event frames")
+def _reorder() -> None:
+    orig = Connection.enqueue
+    counter = itertools.count(1)
+    held: dict[int, tuple[str, bytes | None]] = {}  # id(conn) -> the event frame held back
+
+    def release(conn) -> None:
+        if id(conn) in held:
+            orig(conn, *held.pop(id(conn)))
+
+    def enqueue(self, data, frame=None):
+        if not _is_event(data):
+            release(self)
+            return orig(self, data, frame)
+        if id(self) in held:
+            # BUG: the held-back frame goes out after the one that followed it.
+            ok = orig(self, data, frame)
+            release(self)
+            return ok
+        if next(counter) % 5 == 0:
+            held[id(self)] = (data, frame)  # e.g. a "batch the next frame" optimisation gone wrong
+            asyncio.get_running_loop().call_later(0.2, release, self)
+            return not self.closed
+        return orig(self, data, frame)
+    Connection.enqueue = enqueue
+
+
+@bug("unsubscribe-noop", "unsubscribe is acknowledged but the subscription stays")
+def _unsubscribe_noop() -> None:
+    orig = Hub.leave
+
+    def leave(self, conn, scope):
+        if conn.counted and not conn.closed:
+            return  # BUG: the client's unsubscribe only answers the ack (a close still cleans up)
+        orig(self, conn, scope)
+    Hub.leave = leave
+
+
+@bug("slow-drop", "a full send queue drops the frame and keeps the connection open (a silent gap)")
+def _slow_drop() -> None:
+    orig = Connection.enqueue
+
+    def enqueue(self, data, frame=None):
+        if not self.closed and len(self._queue) >= self.limit:
+            self._metrics.messages_dropped += 1
+            return True  # BUG: "drop and carry on" instead of evicting the slow consumer
+        return orig(self, data, frame)
+    Connection.enqueue = enqueue
+
+
+# -- events --------------------------------------------------------------------------------------
+
+@bug("exclude-ignored", "exclude_workspace is ignored: the event reaches the excluded workspace too")
+def _exclude_ignored() -> None:
+    orig = Hub.deliver
+
+    def deliver(self, scope_type, scope_id, data, etype, exclude_workspace, seq):
+        return orig(self, scope_type, scope_id, data, etype, None, seq)  # BUG: the field is dropped
+    Hub.deliver = deliver
+
+
+@bug("event-id-replaced", "a published event_id is replaced by a new server-assigned one")
+def _event_id_replaced() -> None:
+    orig = events.prepare
+
+    def prepare(frame):
+        if isinstance(frame, dict):
+            frame = {k: v for k, v in frame.items() if k != "event_id"}  # BUG: always assign our own
+        return orig(frame)
+    events.prepare = prepare
+
+
+# -- resume --------------------------------------------------------------------------------------
+
+@bug("lying-recovered", "resume answers recovered true and replays whatever is retained, even over a trimmed "
+     "gap or from a position it cannot place")
+def _lying_recovered() -> None:
+    orig_resume = Hub.resume
+
+    async def resume(self, conn, scope, since):
+        # BUG: a position of another scope is "from the start" rather than "unknown".
+        await orig_resume(self, conn, scope, (0, 0) if since is None else since)
+    Hub.resume = resume
+
+    async def streams_replay(self, scope_type, scope_id, since):
+        key, since_id = streams.stream_key(scope_type, scope_id), streams.positions.entry_str(since)
+        entries = []
+        async for page in self._entries_after(key, since_id):
+            entries.extend(page)
+        return self._replayed(scope_type, scope_id, entries)  # BUG: no check that nothing was trimmed
+    streams.StreamsRelay.replay = streams_replay
+
+    async def memory_replay(self, scope_type, scope_id, since):
+        return [(e.seq, e.data, e.exclude) for e in self._history.get((scope_type, scope_id), ()) if e.seq > since]
+    MemoryBroadcaster.replay = memory_replay
+
+
+@bug("replay-off-by-one", "a replay skips the first missed event")
+def _replay_off_by_one() -> None:
+    for cls in (streams.StreamsRelay, MemoryBroadcaster):
+        def patch(orig):
+            async def replay(self, scope_type, scope_id, since):
+                entries = await orig(self, scope_type, scope_id, since)
+                return entries[1:] if entries else entries  # BUG: "since" treated as inclusive, twice
+            return replay
+        cls.replay = patch(cls.replay)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], add_help=False)
+    parser.add_argument("--bug", required=True, choices=["none", *BUGS])
+    args, rest = parser.parse_known_args(argv)
+    if args.bug != "none":
+        BUGS[args.bug][1]()
+        print(f"broken_node: running with bug {args.bug!r}: {BUGS[args.bug][0]}", file=sys.stderr, flush=True)
+    from scopehub.cli import main as scopehub_main
+    return scopehub_main(["serve", *rest])
+
+
+if __name__ == "__main__":
+    sys.exit(main())

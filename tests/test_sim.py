@@ -1,0 +1,87 @@
+"""The simulator: scenario files are validated before anything starts, every catalogue scenario
+runs in a short form against the reference on a real redis-server and passes, and a scenario
+whose faults must cause loss (reconnect-storm without resume) reports that loss."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from scenarios.sim import simulate
+from scenarios.spec import ScenarioError, builtin, catalogue, load, parse
+
+CATALOGUE = ["smoke", "node-crash", "redis-restart", "relay-partition", "slow-consumers", "reconnect-storm",
+             "subscription-churn", "hot-scope", "many-scopes"]
+
+
+class _Quiet:
+    def phase(self, name): pass
+    def note(self, text): pass
+    def tick(self, *a): pass
+
+
+def _short(name: str, **over):
+    sc = load(builtin(name))
+    sc.clients = min(sc.clients, over.pop("clients", 40))
+    sc.processes = 1
+    sc.scaled(over.pop("duration", 6.0))
+    sc.settle_s = min(sc.settle_s, 15.0)
+    for k, v in over.items():
+        setattr(sc, k, v)
+    return sc
+
+
+def test_the_catalogue_is_complete():
+    assert sorted(catalogue()) == sorted(CATALOGUE)
+
+
+@pytest.mark.parametrize("doc, key", [
+    ({}, "name"),
+    ({"name": "x", "cluster": {"nodes": 0}}, "cluster.nodes"),
+    ({"name": "x", "cluster": {"relay": "kafka"}}, "cluster.relay"),
+    ({"name": "x", "clients": {"count": "many"}}, "clients.count"),
+    ({"name": "x", "clients": {"resume": "yes"}}, "clients.resume"),
+    ({"name": "x", "workload": {"rate": -1}}, "workload.rate"),
+    ({"name": "x", "workload": {"mix": {"galaxy": 1}}}, "workload.mix"),
+    ({"name": "x", "faults": [{"kind": "meteor", "at": 1}]}, "faults[0].kind"),
+    ({"name": "x", "duration_s": 10, "faults": [{"kind": "kill_node", "at": 11}]}, "faults[0].at"),
+    ({"name": "x", "cluster": {"nodes": 2}, "faults": [{"kind": "kill_node", "at": 1, "node": 5}]}, "faults[0].node"),
+    ({"name": "x", "checks": {"requirements": ["DEL-99"]}}, "checks.requirements"),
+    ({"name": "x", "clients": {"cuont": 3}}, "clients.cuont"),
+])
+def test_bad_scenarios_name_the_key(doc, key):
+    with pytest.raises(ScenarioError) as e:
+        parse(doc)
+    assert str(e.value).startswith(key)
+
+
+def test_bad_scenario_file_is_one_line_and_exit_2(tmp_path):
+    bad = tmp_path / "bad.toml"
+    bad.write_text('name = "bad"\n[clients]\ncount = "lots"\n')
+    r = subprocess.run([sys.executable, "-m", "scopehub", "sim", str(bad)], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2
+    assert r.stderr.strip().count("\n") == 0 and "clients.count" in r.stderr and "Traceback" not in r.stderr
+
+
+@pytest.mark.req("DEL-1", "DEL-2", "DEL-3", "AZ-4", "REP-3", "NODE-1", "NODE-2", "NODE-3")
+@pytest.mark.parametrize("name", CATALOGUE)
+async def test_catalogue_scenario_passes_in_short_form(name, tmp_path):
+    sc = _short(name)
+    result = await simulate(sc, str(tmp_path), seed=7, redis=None, progress=_Quiet())
+    failing = [(v["id"], v["reason"]) for v in result.verdicts if v["status"] == "fail"]
+    assert result.passed, failing
+    assert result.summary["published"]["acknowledged"] > 0
+    for name_ in ("history.jsonl", "summary.json", "report.html"):
+        assert (tmp_path / name_).stat().st_size > 0
+
+
+@pytest.mark.req("REP-3")
+async def test_reconnect_storm_without_resume_reports_the_loss(tmp_path):
+    sc = _short("reconnect-storm", duration=8.0, resume=False)
+    sc.rate = [(0.0, 40.0)]
+    result = await simulate(sc, str(tmp_path), seed=3, redis=None, progress=_Quiet())
+    convergence = next(v for v in result.verdicts if v["id"] == "CONVERGENCE")
+    assert not result.passed and convergence["status"] == "fail"
+    assert result.summary["lost"] > 0 and result.summary["delivery_ratio"] < 1.0
