@@ -3,9 +3,15 @@ VENV ?= .venv
 PYTHON ?= python3
 BIN := $(VENV)/bin
 
-.PHONY: test demo bench setup clean
+.PHONY: test sim demo bench setup redis clean
 
-setup: $(VENV)/.installed
+setup: $(VENV)/.installed redis
+
+# The tests and the simulator start their own redis-server processes: install it where missing
+# (Debian's package; needs root, as on this project's machines).
+redis:
+	@command -v redis-server >/dev/null || { echo "installing redis-server"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null; }
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -15,6 +21,9 @@ $(VENV)/.installed: pyproject.toml
 
 test: setup  ## run every test (starts its own redis-server processes where needed)
 	$(BIN)/pytest $(PYTEST_ARGS)
+
+sim: setup  ## the main job: the built-in smoke scenario on a redis-server started for the run (SIM_ARGS for more)
+	$(BIN)/scopehub sim $(SIM_ARGS)
 
 demo: setup  ## start a node and show a client receiving an event
 	$(BIN)/scopehub demo

@@ -48,7 +48,7 @@ def steps_table(title: str, w: dict) -> Table:
 def summary_table(result: dict) -> Table:
     t = Table(title="scopehub bench: summary", title_justify="left")
     for col in ("workload", "system", "conns", "subs/scope", "sustained dl/s", "peak dl/s", "ratio to floor",
-                "dl per node CPU-s", "p99 ms (last kept-up step)", "CPU/event ms"):
+                "dl per node CPU-s", "per-CPU ratio to floor", "p99 ms (last kept-up step)", "CPU/event ms"):
         t.add_column(col, justify="left" if col in ("workload", "system") else "right")
     send = result["floor"].get("send_loop")
     rows = ([send] if send else []) + result["workloads"]
@@ -62,6 +62,7 @@ def summary_table(result: dict) -> Table:
         t.add_row(w["workload"], w["system"], _num(w.get("connections")), _num(w.get("subscribers_per_scope")),
                   _num(w["sustained_deliveries_per_s"]), _num(w["peak_deliveries_per_s"]),
                   "1.00 (floor)" if w is send else _num(ratio, "{:.2f}"), _num(w.get("deliveries_per_node_cpu_s")),
+                  "1.00 (floor)" if w is send else _num(w.get("cpu_ratio_to_floor"), "{:.2f}"),
                   _num(last["p99_ms"] if last else None, "{:.1f}"), _num(cpe, "{:.3f}"))
     return t
 

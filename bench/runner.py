@@ -54,6 +54,7 @@ async def run(sizes: wl.Sizes, *, nodes: list[str] | None = None, control_token:
               quick: bool = False) -> dict:
     started = time.time()
     machine = _machine()
+    machine["loadavg_at_start"] = list(os.getloadavg())
     result: dict = {
         "meta": {"started_at": started, "quick": quick, "sizes": dataclasses.asdict(sizes), "machine": machine,
                  "mode": "given nodes" if nodes else "own nodes", "given_nodes": nodes or [],
@@ -100,6 +101,7 @@ async def run(sizes: wl.Sizes, *, nodes: list[str] | None = None, control_token:
         if redis is not None:
             await asyncio.to_thread(redis.stop)
     result["meta"]["seconds"] = time.time() - started
+    result["meta"]["machine"]["loadavg_at_end"] = list(os.getloadavg())
     add_ratios(result)
     return result
 
@@ -155,10 +157,14 @@ def add_ratios(result: dict) -> None:
     send = result["floor"].get("send_loop") or {}
     floor_peak = send.get("peak_deliveries_per_s") or 0.0
     floor_sust = send.get("sustained_deliveries_per_s") or 0.0
+    floor_cpu = send.get("deliveries_per_node_cpu_s") or 0.0
     redis_pipe = ((result["floor"].get("redis") or {}).get("xadd_to_xread_block") or {})
     for w in result["workloads"]:
         w["ratio_to_floor"] = (w["peak_deliveries_per_s"] / floor_peak) if floor_peak else None
         w["sustained_ratio_to_floor"] = (w["sustained_deliveries_per_s"] / floor_sust) if floor_sust else None
+        # Per CPU-second of the server: robust to how much of the shared machine each one got.
+        mine = w.get("deliveries_per_node_cpu_s")
+        w["cpu_ratio_to_floor"] = (mine / floor_cpu) if mine and floor_cpu else None
         if w.get("relay") in ("streams", "sharded") and redis_pipe.get("p50_ms"):
             kept = [st for st in w["steps"] if st["p50_ms"] is not None]
             if kept:

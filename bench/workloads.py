@@ -51,6 +51,7 @@ class Sizes:
     client: str = "raw"  # load generator client: "raw" (bench.wsclient) or "aiohttp"
     payload_bytes: int = 200
     w1_relays: tuple[str, ...] = ("memory", "streams")
+    scaling_relays: tuple[str, ...] = ("memory", "streams")  # W1 systems that also measure N/2 vs N
     w2_relays: tuple[str, ...] = ("streams", "sharded")
     w3_on_memory: bool = True
     redis_floor_n: int = 2000  # sequential XADD (and XREAD) round trips
@@ -59,10 +60,11 @@ class Sizes:
 
 
 FULL = Sizes()
-QUICK = Sizes(connections=200, rates=(100, 400, 1600), step_s=1.5, drain_s=3.0, scaling_rate=50.0,
+QUICK = Sizes(connections=200, rates=(100, 400, 1600), step_s=1.0, drain_s=2.0, scaling_rate=50.0,
               w2_scopes=2, w2_subs=50, w2_rates=(200,), w2_target_rate=200.0,
               w3_scopes=100, w3_subs=2, w3_connections=100, w3_rates=(200,),
-              workers=2, w1_relays=("memory", "streams"), w3_on_memory=False, redis_floor_n=300,
+              workers=2, w1_relays=("memory", "streams"), scaling_relays=("memory",), w3_on_memory=False,
+              redis_floor_n=300,
               redis_floor_s=1.0, blast_frames=5)
 
 
@@ -265,17 +267,19 @@ async def hot_scope(ctx: Context, system: System) -> dict:
     conn = await _connect(ctx, specs, label)
     n = conn["connected"]
     steps = await rising(ctx, system, [("workspace", ws)], [n], s.rates, label=label)
-    # Twice the subscribers: CPU per event at a fixed rate to N/2 (the task) and N (the workspace).
-    small = await run_step(ctx, system, [("task", task)], [half], s.scaling_rate, label=label + f", {half} subs")
-    big = await run_step(ctx, system, [("workspace", ws)], [n], s.scaling_rate, label=label + f", {n} subs")
-    c_small, c_big = _cpu_per_event(small), _cpu_per_event(big)
-    scaling = {
-        "rate": s.scaling_rate,
-        "subscribers": [half, n],
-        "cpu_ms_per_event": [None if c is None else c * 1000 for c in (c_small, c_big)],
-        "ratio": (c_big / c_small) if c_small and c_big else None,
-        "steps": [small, big],
-    }
+    scaling = None
+    if system.relay in s.scaling_relays or system.cluster is None:  # given nodes: always
+        # Twice the subscribers: CPU per event at a fixed rate to N/2 (the task) and N (the workspace).
+        small = await run_step(ctx, system, [("task", task)], [half], s.scaling_rate, label=label + f", {half} subs")
+        big = await run_step(ctx, system, [("workspace", ws)], [n], s.scaling_rate, label=label + f", {n} subs")
+        c_small, c_big = _cpu_per_event(small), _cpu_per_event(big)
+        scaling = {
+            "rate": s.scaling_rate,
+            "subscribers": [half, n],
+            "cpu_ms_per_event": [None if c is None else c * 1000 for c in (c_small, c_big)],
+            "ratio": (c_big / c_small) if c_small and c_big else None,
+            "steps": [small, big],
+        }
     health = await _health(ctx.session, system)
     await ctx.pool.disconnect()
     return {"workload": "hot_scope", "system": system.label, "relay": system.relay, "nodes": system.nodes,

@@ -411,10 +411,14 @@ class Checker:
         ev.node, ev.t_inv, ev.excl, ev.inv = r.get("node"), r["t"], r.get("exclude_workspace"), (line, r)
         if ev.status is None:
             ev.status = E_PENDING
-        exp = dict(r.get("frame") or {})
-        for k in SERVER_KEYS:
-            exp.pop(k, None)
-        exp["event_id"] = ev.eid
+        frame = r.get("frame")
+        if type(frame) is not dict:
+            frame = {}
+        if frame.get("event_id") == ev.eid and not any(k in frame for k in SERVER_KEYS):
+            exp = frame  # the usual case: no copy (nothing mutates it)
+        else:
+            exp = {k: v for k, v in frame.items() if k not in SERVER_KEYS}
+            exp["event_id"] = ev.eid
         ev.expected = exp  # EV-2: what every receiver must see, apart from the server-set keys
         self.scope_events[ev.skey].append(ev)
         self.n["events"] += 1

@@ -349,26 +349,42 @@ class HistoryError(ValueError):
     pass
 
 
-def read_history(path: str | os.PathLike) -> Iterator[dict]:
+def read_history(path: str | os.PathLike, *, chunk: int = 4096) -> Iterator[dict]:
     """Yield the records of one history file, in file order. Blank lines are skipped. A last
     line without a newline that is not valid JSON (the recorder died mid-write) is dropped;
     any other malformed line raises :class:`HistoryError` naming the line."""
     loads = json.loads
+    name = os.fspath(path)
     with open(path, "r", encoding="utf-8") as f:
         lineno = 0
-        for line in f:
-            lineno += 1
+        while True:
+            lines = f.readlines(chunk * 128) if chunk > 1 else f.readlines(1)
+            if not lines:
+                return
+            first = lineno + 1
+            lineno += len(lines)
+            body = [ln for ln in lines if not ln.isspace()]
+            # fast path: one parse for the whole chunk (JSON lines joined into one array)
             try:
-                rec = loads(line)
-            except ValueError as e:
-                if not line.strip():
+                recs = loads("[" + ",".join(body) + "]") if body else []
+            except ValueError:
+                recs = None
+            if recs is not None and len(recs) == len(body) and all(type(r) is dict for r in recs):
+                yield from recs
+                continue
+            # slow path: line by line, to name the bad line (or drop a truncated last one)
+            for k, line in enumerate(lines, first):
+                if line.isspace():
                     continue
-                if not line.endswith("\n"):
-                    return  # truncated final line
-                raise HistoryError(f"{os.fspath(path)}:{lineno}: not JSON: {e}") from None
-            if type(rec) is not dict:
-                raise HistoryError(f"{os.fspath(path)}:{lineno}: a record must be a JSON object")
-            yield rec
+                try:
+                    rec = loads(line)
+                except ValueError as e:
+                    if not line.endswith("\n"):
+                        return  # truncated final line
+                    raise HistoryError(f"{name}:{k}: not JSON: {e}") from None
+                if type(rec) is not dict:
+                    raise HistoryError(f"{name}:{k}: a record must be a JSON object")
+                yield rec
 
 
 def merge_histories(*sources: str | os.PathLike | Iterable[dict]) -> Iterator[dict]:

@@ -125,15 +125,17 @@ def _async_group() -> None:
     streams.StreamsRelay.on_first_subscriber = on_first_subscriber
 
 
-@bug("duplicate-delivery", "every 7th event frame is queued twice on a connection")
+@bug("duplicate-delivery", "every 7th event frame of a connection is queued twice")
 def _duplicate_delivery() -> None:
     orig = Connection.enqueue
-    counter = itertools.count(1)
+    counts: dict[int, int] = {}  # id(conn) -> event frames queued on it (Connection has __slots__)
 
     def enqueue(self, data, frame=None):
         ok = orig(self, data, frame)
-        if ok and _is_event(data) and next(counter) % 7 == 0:
-            orig(self, data, frame)  # BUG: a retry path that re-sends what was already queued
+        if ok and _is_event(data):
+            counts[id(self)] = n = counts.get(id(self), 0) + 1
+            if n % 7 == 0:
+                orig(self, data, frame)  # BUG: a retry path that re-sends what was already queued
         return ok
     Connection.enqueue = enqueue
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import uuid
 
 from . import case
-from .delivery import ack, among, eids, expect_absent, marker, publish_n, sub_error, subscribe, wait_all
+from .delivery import ack, among, eids, expect_absent, marker, publish_n, sub_error, subscribe, wait_all, wait_each
 from .subscriptions import restore_faults, set_faults
 
 
@@ -159,8 +159,8 @@ async def _az4_mixed(ctx, pub: int) -> None:
                 if (scope, sid) in witness_of:
                     seen_by[witness_of[(scope, sid)]].append(p["event_id"])
     for c, ids in seen_by.items():
-        await wait_all(ctx, c, ids, "a witness holding the scope")
-    await wait_all(ctx, alice, expected, "alice")
+        await wait_each(ctx, c, ids, "a witness holding the scope")
+    await wait_each(ctx, alice, expected, "alice")
     await marker(ctx, "workspace", w.ws_a, alice, node=pub)
     expect_absent(ctx, alice, leaks, "alice received an event of a scope she does not hold")
     got = among(alice, expected)

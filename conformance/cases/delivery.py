@@ -144,6 +144,20 @@ async def until(event: asyncio.Event, task: asyncio.Task, timeout: float, what: 
     raise Failed(f"{what} did not happen within {timeout:g} s", what, "timeout")
 
 
+async def wait_each(ctx, client, ids: list[str], who: str, *, timeout: float = 5.0) -> None:
+    """Wait until every one of `ids` arrived (events of several scopes, whose relative order is free)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    for eid in ids:
+        try:
+            await client.wait_for(lambda f: isinstance(f, dict) and f.get("event_id") == eid,
+                                  max(0.0, deadline - loop.time()))
+        except (asyncio.TimeoutError, ConnectionClosed):
+            got = set(among(client, ids))
+            raise Failed(f"{who} did not receive {len(ids) - len(got)} of {len(ids)} events within {timeout:g} s",
+                         f"{len(ids)} events", f"{len(got)} events") from None
+
+
 def check_sequence(ctx, got: list[str], sent: list[str], who: str) -> None:
     """got must be exactly sent: none missing (DEL-1), none twice (DEL-2), in publisher order (DEL-3)."""
     index = {e: i for i, e in enumerate(sent)}
@@ -413,7 +427,11 @@ async def _del1_race(ctx, pub: int, rounds: int = 50) -> None:
         await unsubscribe(ctx, c, scope, sid)
 
     for r in range(rounds):
-        await asyncio.gather(cycle("task", w.task_a, r), cycle("chat", w.chat_alice, r))
+        outcomes = await asyncio.gather(cycle("task", w.task_a, r), cycle("chat", w.chat_alice, r),
+                                        return_exceptions=True)
+        for outcome in outcomes:
+            if isinstance(outcome, BaseException):
+                raise outcome
 
 
 @case("DEL-1", title="subscribe, publish the moment the ack arrives, unsubscribe: 50 rounds, nothing lost")
@@ -779,7 +797,10 @@ async def del4_same_order_everywhere(ctx):
         await subscribe(ctx, c, "task", w.task_a, name)
     publishers = max(3, nodes)
     results = await asyncio.gather(*(publish_n(ctx, "task", w.task_a, 50, node=k % nodes, tag=f"conformance:p{k}")
-                                     for k in range(publishers)))
+                                     for k in range(publishers)), return_exceptions=True)
+    for r in results:
+        if isinstance(r, BaseException):
+            raise r
     sent = [p["event_id"] for r in results for p in r]
     for name, c in subs:
         for r in results:

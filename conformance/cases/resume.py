@@ -121,7 +121,7 @@ async def rep2_since_answers_recovered_first(ctx):
                ack("subscribe", "task", w.task_a, recovered="true|false"), again)
 
 
-@case("REP-2", title="since on the auto-subscribed workspace and user scopes is answered with recovered",
+@case("REP-2", "REP-6", title="since on the held workspace and user scopes, from the newest pos: recovered true",
       capability=CAP)
 async def rep2_since_on_auto_scopes(ctx):
     w = ctx.world
