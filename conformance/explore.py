@@ -126,8 +126,9 @@ class Exploration(RuleBasedStateMachine):
         if conn.open and not conn.paused:
             self._run(conn.unsubscribe(*_scopes(self.env.world)[scope]))
 
-    @rule(node=st.integers(0, 7), scope=st.integers(0, 11), exclude=st.booleans(), size=st.sampled_from([10, 200, 4000]))
-    def publish(self, node, scope, exclude, size):
+    @rule(node=st.integers(0, 7), scope=st.integers(0, 11), exclude=st.booleans(),
+          size=st.sampled_from([10, 200, 4000]), count=st.integers(1, 4))
+    def publish(self, node, scope, exclude, size, count):
         w = self.env.world
         s, sid = _scopes(w)[scope]
         exclude_ws = (w.ws_b if scope == 2 else w.ws_a) if exclude and s == "user" else None
@@ -135,10 +136,11 @@ class Exploration(RuleBasedStateMachine):
         # Who should get it, by our own bookkeeping: teardown waits for them (or the liveness bound).
         due = [c for c in self.all if c.open and (s == "global" or (s, sid) in c.held)
                and not (exclude_ws and c.workspace == exclude_ws)]
-        done = self._run(publish(self.w, self.env.session, url, self.env.token, s, sid,
-                                 {"type": "explore", "payload": {"pad": "x" * size, "unicode": "é✓"}}, exclude_ws))
-        if done is not None:
-            self.due.append((done["event_id"], due))
+        for _ in range(count):  # a burst: publisher order (DEL-3) needs several events per scope
+            done = self._run(publish(self.w, self.env.session, url, self.env.token, s, sid,
+                                     {"type": "explore", "payload": {"pad": "x" * size, "unicode": "é✓"}}, exclude_ws))
+            if done is not None:
+                self.due.append((done["event_id"], due))
 
     @rule(conn=conns)
     def pause(self, conn):
@@ -197,7 +199,7 @@ class Exploration(RuleBasedStateMachine):
 
 
 def run(urls: list[str], token: str, *, seed: int, examples: int, profile: str, capabilities: set[str],
-        console=None, steps: int = 25) -> tuple[dict, dict]:
+        console=None, steps: int = 40) -> tuple[dict, dict]:
     """Explore; return (checker verdicts by requirement, a summary for the report)."""
     loop = asyncio.new_event_loop()
     session = loop.run_until_complete(_session())
