@@ -140,6 +140,7 @@ def summarize(records: Iterable[dict], *, t0: float, publish_end: float, node_na
         "resumes": resumes,
         "replay_latency_ms": {"p50": _pct(replay, 50), "p99": _pct(replay, 99), "max": round(replay[-1], 2) if replay else None},
         "per_node": per_node, "history_lines": lines,
+        "window": {"t0": round(t0, 3), "publish_end": round(publish_end, 3)},
     }
     step = max(1, len(latency) // 50_000)
     series = {

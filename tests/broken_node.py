@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import itertools
 import os
 import sys
 
@@ -39,6 +38,17 @@ def bug(name: str, what: str):
 def _is_event(data: str) -> bool:
     """Event frames carry an event_id; acks, errors and pongs do not."""
     return '"event_id"' in data
+
+
+def _forget_on_init(per_conn: dict) -> None:
+    """Per-connection state of a bug is kept by id(conn) (Connection has __slots__ and no weakref
+    slot); a new connection may reuse a closed one's id, so it starts afresh."""
+    orig = Connection.__init__
+
+    def __init__(self, *args, **kwargs):
+        orig(self, *args, **kwargs)
+        per_conn.pop(id(self), None)
+    Connection.__init__ = __init__
 
 
 # -- authorization -------------------------------------------------------------------------------
@@ -138,12 +148,13 @@ def _duplicate_delivery() -> None:
                 orig(self, data, frame)  # BUG: a retry path that re-sends what was already queued
         return ok
     Connection.enqueue = enqueue
+    _forget_on_init(counts)
 
 
-@bug("reorder", "a connection's writer swaps some consecutive event frames")
+@bug("reorder", "a connection's writer swaps some consecutive event frames (every 5th with the one after it)")
 def _reorder() -> None:
     orig = Connection.enqueue
-    counter = itertools.count(1)
+    counts: dict[int, int] = {}  # id(conn) -> event frames queued on it
     held: dict[int, tuple[str, bytes | None]] = {}  # id(conn) -> the event frame held back
 
     def release(conn) -> None:
@@ -159,12 +170,15 @@ def _reorder() -> None:
             ok = orig(self, data, frame)
             release(self)
             return ok
-        if next(counter) % 5 == 0:
-            held[id(self)] = (data, frame)  # e.g. a "batch the next frame" optimisation gone wrong
-            asyncio.get_running_loop().call_later(0.2, release, self)
+        counts[id(self)] = n = counts.get(id(self), 0) + 1
+        if n % 5 == 0:
+            held[id(self)] = (data, frame)  # a "coalesce with the next frame" optimisation gone wrong
+            asyncio.get_running_loop().call_later(0.2, release, self)  # alone: out after 200 ms
             return not self.closed
         return orig(self, data, frame)
     Connection.enqueue = enqueue
+    _forget_on_init(counts)
+    _forget_on_init(held)
 
 
 @bug("unsubscribe-noop", "unsubscribe is acknowledged but the subscription stays")
