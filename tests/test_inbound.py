@@ -11,17 +11,15 @@ FIN), which speaks RFC 6455 framing over a plain TCP connection."""
 from __future__ import annotations
 
 import asyncio
-import base64
 import json
-import os
-import struct
 from typing import Any
-from urllib.parse import urlencode, urlsplit
 
 import aiohttp
 import pytest
 
+from conformance import rawws
 from conformance.client import WsClient
+from conformance.rawws import OP_BINARY, OP_CLOSE, OP_CONT, OP_PING, OP_PONG, OP_TEXT, auth_of, ping_of
 
 WAIT = 5.0  # every wait in this file is bounded by this (or less)
 LIMIT = 65536  # IN-4: the largest inbound message allowed, in bytes
@@ -37,28 +35,6 @@ PING = {"type": "ping"}
 
 def auth_frame(token: str) -> str:
     return json.dumps({"type": "auth", "payload": {"token": token}})
-
-
-def padded(doc_prefix: str, size: int, pad_char: str = "x") -> bytes:
-    """A JSON object of exactly `size` UTF-8 bytes: doc_prefix (an object's opening with at least
-    one member, without the closing brace) plus a "pad" member."""
-    head = (doc_prefix + ',"pad":"').encode()
-    tail = b'"}'
-    room = size - len(head) - len(tail)
-    unit = pad_char.encode()
-    pad = pad_char * (room // len(unit)) + "x" * (room % len(unit))
-    data = head + pad.encode() + tail
-    assert len(data) == size
-    json.loads(data)
-    return data
-
-
-def ping_of(size: int, pad_char: str = "x") -> bytes:
-    return padded('{"type":"ping"', size, pad_char)
-
-
-def auth_of(token: str, size: int) -> bytes:
-    return padded('{"type":"auth","payload":{"token":"%s"}' % token, size)
 
 
 def is_frame(f: Any) -> bool:
@@ -131,67 +107,8 @@ async def assert_serving(open_ws, node, world) -> None:
     await client.close()
 
 
-OP_CONT, OP_TEXT, OP_BINARY, OP_CLOSE, OP_PING, OP_PONG = 0x0, 0x1, 0x2, 0x8, 0x9, 0xA
-
-
-class RawWebSocket:
-    """RFC 6455 over a TCP stream, client side: masked frames of any shape, including fragments."""
-
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter):
-        self.reader = reader
-        self.writer = writer
-
-    @classmethod
-    async def connect(cls, node, params: dict) -> "RawWebSocket":
-        url = urlsplit(node.base)
-        reader, writer = await asyncio.wait_for(asyncio.open_connection(url.hostname, url.port), WAIT)
-        key = base64.b64encode(os.urandom(16)).decode()
-        request = (f"GET /ws?{urlencode(params)} HTTP/1.1\r\nHost: {url.netloc}\r\nUpgrade: websocket\r\n"
-                   f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n")
-        writer.write(request.encode())
-        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), WAIT)
-        if not head.startswith(b"HTTP/1.1 101"):
-            writer.close()
-            raise AssertionError(f"upgrade refused: {head!r}")
-        return cls(reader, writer)
-
-    def send_frame(self, opcode: int, payload: bytes, *, fin: bool = True) -> None:
-        n = len(payload)
-        first = (0x80 if fin else 0) | opcode
-        if n < 126:
-            header = struct.pack("!BB", first, 0x80 | n)
-        elif n < 1 << 16:
-            header = struct.pack("!BBH", first, 0x80 | 126, n)
-        else:
-            header = struct.pack("!BBQ", first, 0x80 | 127, n)
-        mask = os.urandom(4)
-        key = int.from_bytes((mask * (n // 4 + 1))[:n], "big")
-        masked = (int.from_bytes(payload, "big") ^ key).to_bytes(n, "big") if n else b""
-        self.writer.write(header + mask + masked)
-
-    def send_fragmented(self, opcode: int, payload: bytes, sizes: list[int]) -> None:
-        assert sum(sizes) == len(payload)
-        offset = 0
-        for i, size in enumerate(sizes):
-            last = i == len(sizes) - 1
-            self.send_frame(opcode if i == 0 else OP_CONT, payload[offset:offset + size], fin=last)
-            offset += size
-
-    async def flush(self) -> None:
-        try:
-            await asyncio.wait_for(self.writer.drain(), WAIT)
-        except ConnectionError:
-            pass  # the node may close while we still write; what it sent first is still readable
-
-    async def recv_frame(self) -> tuple[int, bytes]:
-        b0, b1 = await self.reader.readexactly(2)
-        n = b1 & 0x7F
-        if n == 126:
-            n = struct.unpack("!H", await self.reader.readexactly(2))[0]
-        elif n == 127:
-            n = struct.unpack("!Q", await self.reader.readexactly(8))[0]
-        assert not b1 & 0x80, "server frames are not masked"
-        return b0 & 0x0F, await self.reader.readexactly(n)
+class RawWebSocket(rawws.RawWebSocket):
+    """The raw client with the reads these tests need."""
 
     async def recv_text(self) -> Any:
         while True:
@@ -209,10 +126,7 @@ class RawWebSocket:
             if opcode == OP_TEXT:
                 texts.append(json.loads(data))
             elif opcode == OP_CLOSE:
-                return texts, (struct.unpack("!H", data[:2])[0] if len(data) >= 2 else None)
-
-    def close(self) -> None:
-        self.writer.close()
+                return texts, self.close_code_of(data)
 
 
 @pytest.fixture
@@ -221,13 +135,13 @@ async def raw_socket():
     opened: list[RawWebSocket] = []
 
     async def open_(node, params: dict) -> RawWebSocket:
-        sock = await RawWebSocket.connect(node, params)
+        sock = await RawWebSocket.connect(node.base, params)
         opened.append(sock)
         return sock
 
     yield open_
     for sock in opened:
-        sock.close()
+        await sock.close()
 
 
 # --------------------------------------------------------------------------------------------

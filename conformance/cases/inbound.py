@@ -8,16 +8,13 @@ sent by a minimal RFC 6455 client over a plain TCP connection (aiohttp always se
 from __future__ import annotations
 
 import asyncio
-import base64
 import json
-import os
-import ssl
-import struct
 from typing import Any
-from urllib.parse import urlencode, urlsplit
 
 import aiohttp
 
+from .. import rawws
+from ..rawws import OP_BINARY, OP_CLOSE, OP_CONT, OP_PING, OP_TEXT, auth_of, ping_of
 from . import Failed, NotChecked, case
 from .handshake import CLOSED, AUTH_ACK, PING, PONG, answers, auth, auth_answer, bare_ws, is_answer, receive
 
@@ -40,26 +37,6 @@ async def answers_up_to_pong(ctx, client, start: int) -> list:
     await ctx.frame(client, lambda f: f == PONG, "the pong to a marker ping", start=start)
     got = answers(client, start)
     return got[:got.index(PONG) + 1]
-
-
-def padded(prefix: str, size: int, pad_char: str = "x") -> bytes:
-    """A JSON object of exactly `size` UTF-8 bytes: `prefix` (an object's opening with at least one
-    member, without the closing brace) plus a "pad" member."""
-    head = (prefix + ',"pad":"').encode()
-    tail = b'"}'
-    room = size - len(head) - len(tail)
-    unit = len(pad_char.encode())
-    data = head + (pad_char * (room // unit) + "x" * (room % unit)).encode() + tail
-    assert len(data) == size
-    return data
-
-
-def ping_of(size: int, pad_char: str = "x") -> bytes:
-    return padded('{"type":"ping"', size, pad_char)
-
-
-def auth_of(token: str, size: int) -> bytes:
-    return padded('{"type":"auth","payload":{"token":%s}' % json.dumps(token), size)
 
 
 # -- IN-1 ---------------------------------------------------------------------------------------------------
@@ -217,68 +194,15 @@ async def in4_counts_bytes_not_characters(ctx):
     ctx.equal(code, 1009, f"65,537 UTF-8 bytes ({len(data.decode())} characters) are over the limit")
 
 
-OP_CONT, OP_TEXT, OP_BINARY, OP_CLOSE, OP_PING, OP_PONG = 0x0, 0x1, 0x2, 0x8, 0x9, 0xA
-
-
-class RawWebSocket:
-    """RFC 6455 over a TCP stream, client side: masked frames of any shape, fragments included."""
-
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter):
-        self.reader, self.writer = reader, writer
+class RawWebSocket(rawws.RawWebSocket):
+    """The raw client, with answers that fail the case."""
 
     @classmethod
     async def connect(cls, url: str, params: dict) -> "RawWebSocket":
-        u = urlsplit(url)
-        port = u.port or (443 if u.scheme == "https" else 80)
-        ctx = ssl.create_default_context() if u.scheme == "https" else None
-        reader, writer = await asyncio.wait_for(asyncio.open_connection(u.hostname, port, ssl=ctx), 5)
-        key = base64.b64encode(os.urandom(16)).decode()
-        path = (u.path.rstrip("/") or "") + "/ws"
-        writer.write((f"GET {path}?{urlencode(params)} HTTP/1.1\r\nHost: {u.netloc}\r\nUpgrade: websocket\r\n"
-                      f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n").encode())
-        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
-        sock = cls(reader, writer)
-        if not head.startswith(b"HTTP/1.1 101"):
-            await sock.close()
-            raise NotChecked(f"the raw client's upgrade was refused: {head.splitlines()[0]!r}")
-        return sock
-
-    def send_frame(self, opcode: int, payload: bytes, *, fin: bool = True) -> None:
-        n = len(payload)
-        first = (0x80 if fin else 0) | opcode
-        if n < 126:
-            header = struct.pack("!BB", first, 0x80 | n)
-        elif n < 1 << 16:
-            header = struct.pack("!BBH", first, 0x80 | 126, n)
-        else:
-            header = struct.pack("!BBQ", first, 0x80 | 127, n)
-        mask = os.urandom(4)
-        key = int.from_bytes((mask * (n // 4 + 1))[:n], "big")
-        masked = (int.from_bytes(payload, "big") ^ key).to_bytes(n, "big") if n else b""
-        self.writer.write(header + mask + masked)
-
-    def send_fragmented(self, opcode: int, payload: bytes, sizes: list[int]) -> None:
-        offset = 0
-        for i, size in enumerate(sizes):
-            self.send_frame(opcode if i == 0 else OP_CONT, payload[offset:offset + size], fin=i == len(sizes) - 1)
-            offset += size
-
-    async def flush(self) -> None:
         try:
-            await asyncio.wait_for(self.writer.drain(), 5)
-        except ConnectionError:
-            pass  # the server may close while we still write; what it sent first is still readable
-
-    async def recv_frame(self) -> tuple[int, bytes]:
-        b0, b1 = await self.reader.readexactly(2)
-        n = b1 & 0x7F
-        if n == 126:
-            n = struct.unpack("!H", await self.reader.readexactly(2))[0]
-        elif n == 127:
-            n = struct.unpack("!Q", await self.reader.readexactly(8))[0]
-        if b1 & 0x80:
-            await self.reader.readexactly(4)  # servers must not mask; read the key anyway
-        return b0 & 0x0F, await self.reader.readexactly(n)
+            return await super().connect(url, params)
+        except rawws.UpgradeRefused as e:
+            raise NotChecked(f"the raw client's upgrade was refused: {e}") from None
 
     async def next_answer(self, what: str, timeout: float = 5) -> Any:
         """The next text or binary frame that is not an event (transport pings are skipped), or
@@ -294,7 +218,7 @@ class RawWebSocket:
                     if is_answer(doc):
                         return doc
                 elif opcode == OP_CLOSE:
-                    code = struct.unpack("!H", data[:2])[0] if len(data) >= 2 else None
+                    code = self.close_code_of(data)
                     raise Failed(f"the connection closed (code {code}) before {what}", what, f"close {code}")
         try:
             return await asyncio.wait_for(read(), timeout)
@@ -322,11 +246,9 @@ class RawWebSocket:
                     if is_answer(doc):
                         seen.append(doc)
                 elif opcode == OP_CLOSE:
-                    return struct.unpack("!H", data[:2])[0] if len(data) >= 2 else None
+                    return self.close_code_of(data)
         return seen, await asyncio.wait_for(read(), timeout)
 
-    async def close(self) -> None:
-        self.writer.close()
 
 
 async def raw_socket(ctx, params: dict, node: int = 0) -> RawWebSocket:
