@@ -3,6 +3,7 @@ clients that speak the wire protocol."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import secrets
 from dataclasses import dataclass, replace
@@ -77,6 +78,24 @@ async def start_node(session, world):
 @pytest.fixture
 async def node(start_node) -> Node:
     return await start_node()
+
+
+@pytest.fixture
+async def raw_ws(session):
+    """raw_ws(node, params, **ws_connect kwargs) -> aiohttp ClientWebSocketResponse, unauthenticated;
+    closed in teardown."""
+    opened: list[aiohttp.ClientWebSocketResponse] = []
+
+    async def open_(node, params: dict, **kw) -> aiohttp.ClientWebSocketResponse:
+        ws = await asyncio.wait_for(
+            session.ws_connect(node.base + "/ws", params=params,
+                               timeout=aiohttp.ClientWSTimeout(ws_close=2.0), max_msg_size=0, **kw), 5.0)
+        opened.append(ws)
+        return ws
+
+    yield open_
+    for ws in opened:
+        await ws.close()
 
 
 @pytest.fixture

@@ -105,24 +105,6 @@ async def open_ws(session):
         await c.close()
 
 
-@pytest.fixture
-async def raw_ws(session):
-    """raw_ws(node, params, **ws_connect kwargs) -> aiohttp ClientWebSocketResponse, closed in teardown."""
-    opened: list[aiohttp.ClientWebSocketResponse] = []
-
-    async def open_(node, params: dict, **kw) -> aiohttp.ClientWebSocketResponse:
-        ws = await asyncio.wait_for(
-            session.ws_connect(node.base + "/ws", params=params,
-                               timeout=aiohttp.ClientWSTimeout(ws_close=2.0), max_msg_size=0, **kw),
-            WAIT)
-        opened.append(ws)
-        return ws
-
-    yield open_
-    for ws in opened:
-        await ws.close()
-
-
 def is_frame(f: Any) -> bool:
     return isinstance(f, dict) and ("type" in f or "error" in f)
 
