@@ -113,37 +113,44 @@ def write_json(result: dict, out_dir: str) -> str:
 
 
 def plot(result: dict, out_dir: str) -> str:
-    """Latency (p50 dashed, p99 solid) against delivered frames per second, one line per workload."""
+    """Latency (p99 solid, p50 dashed) against delivered frames per second: one node and the
+    floor on the left, the multi-node and many-scope workloads on the right."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     path = os.path.join(out_dir, PLOT_NAME)
-    series = []
+    left, right = [], []
     if result["floor"].get("send_loop"):
-        series.append(("floor: bare send loop", result["floor"]["send_loop"]))
+        left.append(("floor: bare aiohttp send loop", result["floor"]["send_loop"]))
     for w in result["workloads"]:
-        series.append((f"{w['workload']}: {w['system']}", w))
-    fig, ax = plt.subplots(figsize=(10, 6), dpi=100)
-    for i, (name, w) in enumerate(series):
-        pts = [(s["delivered_per_s"], s["p50_ms"], s["p99_ms"]) for s in w["steps"]
-               if s["p99_ms"] is not None and s["delivered_per_s"] > 0]
-        if not pts:
-            continue
-        xs = [p[0] for p in pts]
-        color = f"C{i % 10}"
-        ax.plot(xs, [p[2] for p in pts], "-o", color=color, label=f"{name} p99", markersize=4,
-                linewidth=2.2 if name.startswith("floor") else 1.5)
-        ax.plot(xs, [p[1] for p in pts], "--", color=color, alpha=0.6, label=f"{name} p50")
-    ax.set_xscale("log")
-    ax.set_yscale("log")
-    ax.set_xlabel("delivered frames per second (all subscribers)")
-    ax.set_ylabel("publish-to-deliver latency (ms)")
+        (left if w["workload"] == "hot_scope" else right).append((f"{w['workload']}: {w['system']}", w))
+    panels = [p for p in ((left, "one hot scope (and the floor)"), (right, "three nodes / many scopes")) if p[0]]
+    fig, axes = plt.subplots(1, max(1, len(panels)), figsize=(7 * max(1, len(panels)), 6), dpi=100, squeeze=False)
+    color = 0
+    for ax, (series, title) in zip(axes[0], panels):
+        for name, w in series:
+            pts = [(s["delivered_per_s"], s["p50_ms"], s["p99_ms"]) for s in w["steps"]
+                   if s["p99_ms"] is not None and s["delivered_per_s"] > 0]
+            if not pts:
+                continue
+            xs = [p[0] for p in pts]
+            c = f"C{color % 10}"
+            color += 1
+            ax.plot(xs, [p[2] for p in pts], "-o", color=c, label=f"{name} p99", markersize=4,
+                    linewidth=2.4 if name.startswith("floor") else 1.5)
+            ax.plot(xs, [p[1] for p in pts], "--x", color=c, alpha=0.6, label=f"{name} p50", markersize=4)
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel("delivered frames per second (all subscribers)")
+        ax.set_ylabel("publish-to-deliver latency (ms)")
+        ax.set_title(title)
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=7, loc="upper left")
     quick = " (--quick)" if result["meta"].get("quick") else ""
-    ax.set_title(f"scopehub bench{quick}: latency against throughput, {result['meta']['machine']['cores']} cores shared")
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=7, loc="upper left")
+    fig.suptitle(f"scopehub bench{quick}: latency against throughput, "
+                 f"{result['meta']['machine']['cores']} cores shared by everything")
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)

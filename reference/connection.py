@@ -83,7 +83,7 @@ class Connection:
         "ws", "transport", "user_id", "workspace_id", "subscriptions", "limit", "_queue",
         "_wakeup", "_on_evict", "_metrics", "closed", "evicted", "last_pong", "_tasks",
         "buffers", "live_from", "_drained", "counted", "_protocol", "_flusher", "_scheduled",
-        "_started",
+        "_started", "_room_wanted",
     )
 
     def __init__(self, ws: web.WebSocketResponse, transport, user_id: str, workspace_id: str,
@@ -111,7 +111,8 @@ class Connection:
         # scope the last entry the hub had delivered when this connection joined it.
         self.buffers: dict[tuple[str, str], list] | None = None
         self.live_from: dict[tuple[str, str], tuple[int, int] | None] = {}
-        self._drained = asyncio.Event()
+        self._drained = asyncio.Event()  # put() waits on it for room in the queue
+        self._room_wanted = 0  # put() calls waiting: while any, each write sets _drained
         self.counted = False  # registered with the hub (attach) and not yet detached
 
     # -- sending ---------------------------------------------------------------------------
@@ -137,10 +138,13 @@ class Connection:
         deadline = loop.time() + timeout
         while not self.closed and len(self._queue) >= self.limit:
             self._drained.clear()
+            self._room_wanted += 1
             try:
                 await asyncio.wait_for(self._drained.wait(), max(0.0, deadline - loop.time()))
             except asyncio.TimeoutError:
                 self.evict()
+            finally:
+                self._room_wanted -= 1
         return self.enqueue(data)
 
     def hold(self, scope: tuple[str, str]) -> None:
@@ -190,7 +194,8 @@ class Connection:
             self.abort()
             return
         self._metrics.messages_sent += n
-        self._drained.set()
+        if self._room_wanted:
+            self._drained.set()
 
     async def _writer(self) -> None:
         """Waits for the transport to drain while frames are held back, then writes them."""

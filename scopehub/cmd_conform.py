@@ -117,7 +117,8 @@ def _run(args: argparse.Namespace) -> int:
         try:
             checker_verdicts, exploration = explore.run(
                 args.nodes, args.control_token, seed=seed, examples=args.examples or (3 if args.quick else 12),
-                profile=args.profile, capabilities=target.capabilities, console=console)
+                profile=args.profile, capabilities=target.capabilities, console=console,
+                shrink=not args.quick)  # shrinking a failure can take minutes
         except TargetError as e:
             console.print(f"[bold red]cannot test the target:[/] {e}")
             return 2

@@ -64,6 +64,8 @@ class ShardedRelay(RedisRelay):
 
     async def replay(self, scope_type, scope_id, since):
         key, since_id = shard_key(self.shard_for(scope_type, scope_id)), positions.entry_str(since)
+        # The scope's newest entry first: one appended while we scan then shows up in the scan.
+        last = await asyncio.wait_for(self.write.hget(key + ":last", f"{scope_type}\0{scope_id}"), 5.0)
         mine = []
         async for page in self._entries_after(key, since_id):
             for entry in page:
@@ -74,7 +76,6 @@ class ShardedRelay(RedisRelay):
                     mine.append(entry)
         if mine:
             return self._replayed(scope_type, scope_id, mine)
-        last = await asyncio.wait_for(self.write.hget(key + ":last", f"{scope_type}\0{scope_id}"), 5.0)
         return [] if last == since_id else None
 
     async def _end_of(self, key: str) -> str:

@@ -147,6 +147,12 @@ class StreamsRelay(RedisRelay):
     # -- replay ---------------------------------------------------------------------------------
     async def replay(self, scope_type, scope_id, since):
         key, since_id = stream_key(scope_type, scope_id), positions.entry_str(since)
+        # Read the stream's end before its entries: an event appended in between then shows up
+        # among the entries instead of making an empty read look like a gap.
+        try:
+            info = await asyncio.wait_for(self.write.xinfo_stream(key), 5.0)
+        except ResponseError:
+            return None  # no stream: whatever followed `since` is gone with it
         entries = []
         async for page in self._entries_after(key, since_id):
             entries.extend(page)
@@ -154,10 +160,6 @@ class StreamsRelay(RedisRelay):
             # The oldest retained entry after `since` must link back to it, else some were trimmed
             # or the stream is a new one (deleted, expired, lost in a restart).
             return self._replayed(scope_type, scope_id, entries) if entries[0][1].get("p") == since_id else None
-        try:
-            info = await asyncio.wait_for(self.write.xinfo_stream(key), 5.0)
-        except ResponseError:
-            return None  # no stream: whatever followed `since` is gone with it
         return [] if info["last-generated-id"] == since_id else None
 
     # -- reading --------------------------------------------------------------------------------

@@ -1,0 +1,206 @@
+"""The suite must be shown to fail: deliberately broken targets, each caught with the right
+requirement ID, while the correct reference passes the same selection.
+
+Broken targets come two ways, both started exactly as another implementation would be:
+* tests/broken_node.py --bug NAME: the reference with ONE test-only bug monkeypatched in,
+  started through the generic node-command path of scopehub.cluster (ClusterSpec.node_command);
+* tests/mangling_proxy.py: a correct node behind a WebSocket man-in-the-middle that drops one
+  event frame in N on the way to the client.
+
+The suite runs through its Python API as `scopehub conform --quick --no-explore --only IDS`
+does (Target.open, cases.load_all, run_cases on the cases whose requirements include a selected
+ID, verdicts). The reference runs once per target shape (nodes, flags) with the union of the
+selections of the bugs of that shape, and every bug's own selection is judged from it: a
+superset run side by side is at least as hard on the reference as each selection alone.
+One more test runs the hypothesis exploration alone (explore.run, fixed seed) and shows the
+history checker catches a bug too."""
+
+from __future__ import annotations
+
+import asyncio
+import shlex
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from conformance import cases as registry
+from conformance import explore
+from conformance.runner import run_cases, verdicts
+from conformance.target import Target
+from scopehub.cluster import Cluster, ClusterSpec
+
+from mangling_proxy import ManglingProxy
+
+BROKEN_NODE = Path(__file__).with_name("broken_node.py")
+
+
+@dataclass(frozen=True)
+class Bug:
+    name: str
+    fails: tuple[str, ...]  # requirements whose verdict must be "fail"
+    only: tuple[str, ...]  # the selection (--only): cases whose requirements include one of these
+    nodes: int = 1
+    flags: str = ""  # extra `scopehub serve` flags, for the broken node and its reference alike
+    cases: tuple[str, ...] = ()  # cases that must be among the failing ones
+
+    @property
+    def shape(self) -> tuple[int, str]:
+        return self.nodes, self.flags
+
+
+BUGS = [
+    Bug("chat-any-member", ("AZ-2", "AZ-4"), ("AZ-2", "AZ-4"), cases=("az2_chat_of_another_user_forbidden",)),
+    Bug("task-cross-workspace", ("AZ-1",), ("AZ-1",), cases=("az1_issue_task_other_workspace",)),
+    Bug("nonuuid-lookup", ("AZ-3",), ("AZ-3",), cases=("az3_non_uuid_forbidden_without_lookup",)),
+    # The cross-node subscribe race: the group appears ~50 ms after the ack, at "$".
+    Bug("async-group", ("DEL-1",), ("DEL-1",), nodes=3,
+        cases=("del1_publish_right_after_subscribe_ack_cross_node",)),
+    Bug("duplicate-delivery", ("DEL-2",), ("DEL-2",), cases=("del2_resubscribe_while_events_flow",)),
+    Bug("reorder", ("DEL-3",), ("DEL-3",), cases=("del1_burst_complete_once_in_order",)),
+    Bug("unsubscribe-noop", ("DEL-5",), ("DEL-5",), cases=("del5_nothing_after_unsubscribe_ack",)),
+    Bug("slow-drop", ("DEL-6",), ("DEL-6",), cases=("del6_slow_consumer",)),
+    Bug("exclude-ignored", ("EV-1",), ("EV-1",), cases=("ev1_exclude_workspace",)),
+    Bug("event-id-replaced", ("EV-2",), ("EV-2",), cases=("ev2_given_event_id_is_kept",)),
+    # A small retention, so a gap can be trimmed: recovered true over it is the lie.
+    Bug("lying-recovered", ("REP-4",), ("REP-4",), flags="--max-len 50",
+        cases=("rep4_gap_beyond_max_len", "rep4_pos_of_another_scope")),
+    Bug("replay-off-by-one", ("REP-3",), ("REP-3",), cases=("rep3_missed_then_live",)),
+    Bug("resume-unauthorized", ("REP-7", "AZ-4"), ("REP-7", "AZ-4"), cases=("rep7_forbidden_resume_replays_nothing",)),
+    Bug("expired-tokens", ("HS-4",), ("HS-4",), cases=("hs4_expired",)),
+]
+SHAPES = sorted({b.shape for b in BUGS})
+
+
+def node_command(bug: str, flags: str = "") -> str:
+    """The node-command template of a (broken) reference node: the generic path any
+    implementation is started by, with the cluster's placeholders."""
+    return (f"{shlex.quote(sys.executable)} {shlex.quote(str(BROKEN_NODE))} --bug {bug} --host {{host}} "
+            f"--port {{port}} --node-id {{name}} --control-token {{token}} --relay streams --redis {{redis_url}} "
+            f"{flags}").strip()
+
+
+async def start(bug: str, nodes: int, flags: str, redis_url: str) -> Cluster:
+    cluster = Cluster(ClusterSpec(nodes=nodes, node_command=node_command(bug, flags), redis_url=redis_url))
+    await cluster.start()
+    return cluster
+
+
+async def conform(urls: list[str], token: str, only: set[str]):
+    """What `scopehub conform --quick --no-explore --only IDS` does: (results, verdicts, capabilities)."""
+    chosen = [c for c in registry.load_all() if set(c.reqs) & only]
+    async with aiohttp.ClientSession() as session:
+        target = await Target.open(session, urls, token)
+        results = await run_cases(target, chosen, quick=True)
+    return results, verdicts(only, results, None, target.capabilities, "default"), target.capabilities
+
+
+def failing_cases(results) -> dict[str, str]:
+    return {r.case.name: r.reason for r in results if r.status == "fail"}
+
+
+def explain(found, results) -> str:
+    lines = [f"{rid}: {v.status} {v.reason}" for rid, v in found.items()]
+    lines += [f"  {r.case.name}: {r.status} {r.reason}" for r in results if r.status != "pass"]
+    return "\n".join(lines)
+
+
+# -- each bug is caught -----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("bug", [pytest.param(b, id=b.name, marks=pytest.mark.req(*b.fails)) for b in BUGS])
+async def test_suite_fails_the_broken_target(bug: Bug, redis_server):
+    cluster = await start(bug.name, bug.nodes, bug.flags, redis_server.url)
+    try:
+        results, found, _ = await conform(cluster.urls, cluster.spec.control_token, set(bug.only))
+    finally:
+        await cluster.stop()
+    failed = failing_cases(results)
+    print(f"\n{bug.name}: " + "; ".join(f"{rid} {found[rid].status}" for rid in bug.only)
+          + f"; failing cases: {', '.join(sorted(failed))}")
+    for rid in bug.fails:
+        assert found[rid].status == "fail", f"{bug.name} was not caught as {rid}:\n{explain(found, results)}"
+        assert found[rid].reason, f"{rid} failed without a reason"
+    missing = [c for c in bug.cases if c not in failed]
+    assert not missing, f"{bug.name}: these cases did not fail: {missing}\n{explain(found, results)}"
+
+
+# -- ... and the reference passes the same selections ------------------------------------------------
+
+def _shape_id(shape: tuple[int, str]) -> str:
+    nodes, flags = shape
+    return "-".join([f"{nodes}-node", *flags.replace("--", "").split()])
+
+
+@pytest.mark.parametrize("shape", [
+    pytest.param(s, id=_shape_id(s), marks=pytest.mark.req(*sorted({r for b in BUGS if b.shape == s for r in b.fails})))
+    for s in SHAPES])
+async def test_reference_passes_the_same_selections(shape: tuple[int, str], redis_server):
+    nodes, flags = shape
+    bugs = [b for b in BUGS if b.shape == shape]
+    union = {rid for b in bugs for rid in b.only}
+    cluster = await start("none", nodes, flags, redis_server.url)
+    try:
+        results, found, claimed = await conform(cluster.urls, cluster.spec.control_token, union)
+    finally:
+        await cluster.stop()
+    assert not failing_cases(results), explain(found, results)
+    for b in bugs:  # each bug's own selection, judged from the same results
+        own = verdicts(set(b.only), results, None, claimed, "default")
+        assert not [rid for rid, v in own.items() if v.status == "fail"], explain(own, results)
+        for rid in b.fails:  # and the requirement it must fail was really checked, and passed
+            assert own[rid].status == "pass", f"reference, selection of {b.name}: {rid} {own[rid].status}"
+        passed = {r.case.name for r in results if r.status == "pass"}
+        assert set(b.cases) <= passed, f"reference, selection of {b.name}: {set(b.cases) - passed} did not pass"
+
+
+# -- a correct node behind a frame-dropping proxy ---------------------------------------------------------
+
+@pytest.mark.req("DEL-1")
+async def test_suite_fails_a_correct_node_behind_a_frame_dropping_proxy(redis_server):
+    cluster = await start("none", 1, "", redis_server.url)
+    try:
+        outcome = {}
+        for drop_every in (20, 0):  # 0: the same proxy forwarding faithfully is the control
+            async with ManglingProxy(cluster.urls[0], drop_every=drop_every) as proxy:
+                results, found, _ = await conform([proxy.url], cluster.spec.control_token, {"DEL-1"})
+            outcome[drop_every] = (results, found, proxy.dropped)
+    finally:
+        await cluster.stop()
+    results, found, dropped = outcome[20]
+    print(f"\nproxy dropping 1 in 20: DEL-1 {found['DEL-1'].status} ({len(dropped)} frames dropped); "
+          f"failing cases: {', '.join(sorted(failing_cases(results)))}")
+    assert dropped, "the proxy dropped nothing"
+    assert found["DEL-1"].status == "fail" and found["DEL-1"].reason, explain(found, results)
+    results, found, dropped = outcome[0]
+    assert not dropped and found["DEL-1"].status == "pass" and not failing_cases(results), explain(found, results)
+
+
+# -- the exploration alone: the history checker's path -------------------------------------------------
+
+EXPLORE_SEED = 1  # fixed: the run is reproducible, and this seed reaches a 7th event on one connection
+
+
+@pytest.mark.req("DEL-2")
+async def test_exploration_alone_catches_duplicate_delivery(redis_server):
+    checked = {}
+    for bug in ("duplicate-delivery", "none"):
+        cluster = await start(bug, 2, "", redis_server.url)
+        try:
+            async with aiohttp.ClientSession() as session:
+                claimed = (await Target.open(session, cluster.urls, cluster.spec.control_token)).capabilities
+            found, summary = await asyncio.to_thread(
+                explore.run, cluster.urls, cluster.spec.control_token, seed=EXPLORE_SEED, examples=12,
+                profile="default", capabilities=claimed, shrink=False)  # shrinking: 70-300 s here
+        finally:
+            await cluster.stop()
+        checked[bug] = verdicts(set(found), [], found, claimed, "default")  # no case results: the checker only
+        print(f"\nexploration, seed {EXPLORE_SEED}, bug {bug}: {summary['runs']} runs; "
+              + "; ".join(f"{rid} {v.status}" for rid, v in checked[bug].items() if v.status not in ("no evidence", "not checked")))
+    broken = checked["duplicate-delivery"]
+    assert broken["DEL-2"].status == "fail", explain(broken, [])
+    assert "exploration" in broken["DEL-2"].reason, broken["DEL-2"].reason
+    assert broken["DEL-2"].anomalies and broken["DEL-2"].anomalies[0].kind == "duplicate", broken["DEL-2"]
+    assert not [rid for rid, v in checked["none"].items() if v.status == "fail"], explain(checked["none"], [])
+    assert checked["none"]["DEL-2"].status == "pass"  # the same seed exercised DEL-2 on the reference
