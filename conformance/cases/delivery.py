@@ -370,6 +370,19 @@ WEIRD = {
 }
 
 
+async def alice_on_every_scope(ctx):
+    """Alice connected and holding one scope of every type (and global when claimed):
+    (client, [(scope, id), ...])."""
+    w = ctx.world
+    alice = await ctx.connect(w.alice, w.ws_a)
+    await subscribe(ctx, alice, "task", w.task_a, "alice")
+    await subscribe(ctx, alice, "chat", w.chat_alice, "alice")
+    targets = [("workspace", w.ws_a), ("user", w.alice), ("task", w.task_a), ("chat", w.chat_alice)]
+    if "global" in ctx.target.capabilities:
+        targets.append(("global", "all"))
+    return alice, targets
+
+
 async def _ev2_passthrough(ctx, pub: int) -> None:
     w = ctx.world
     alice = await ctx.connect(w.alice, w.ws_a)
@@ -393,13 +406,7 @@ async def ev2_fields_pass_through_cross_node(ctx):
 
 @case("EV-2", "REP-1", title="the server-set scope, scope_id and pos overwrite published values", capability="resume")
 async def ev2_server_fields_overwrite(ctx):
-    w = ctx.world
-    alice = await ctx.connect(w.alice, w.ws_a)
-    await subscribe(ctx, alice, "task", w.task_a, "alice")
-    await subscribe(ctx, alice, "chat", w.chat_alice, "alice")
-    targets = [("workspace", w.ws_a), ("user", w.alice), ("task", w.task_a), ("chat", w.chat_alice)]
-    if "global" in ctx.target.capabilities:
-        targets.append(("global", "all"))
+    alice, targets = await alice_on_every_scope(ctx)
     for scope, sid in targets:
         frame = {"type": "conformance:forged", "scope": "chat", "scope_id": "forged", "pos": "999-0",
                  "payload": {"scope": "kept"}}

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 
 from . import Failed, NotChecked, case
-from .delivery import (ack, among, eids, expect_absent, marker, other_node, publish_n, resume_node, sub_error,
+from .delivery import (ack, alice_on_every_scope, among, eids, expect_absent, marker, other_node, publish_n, resume_node, sub_error,
                        subscribe, until, wait_all)
 
 CAP = "resume"
@@ -45,13 +45,7 @@ def _ack_index(client, answer, start: int) -> int:
 # -- REP-1: every frame carries scope, scope_id and pos ---------------------------------------------
 
 async def _rep1(ctx, pub: int) -> None:
-    w = ctx.world
-    c = await ctx.connect(w.alice, w.ws_a)
-    await subscribe(ctx, c, "task", w.task_a, "alice")
-    await subscribe(ctx, c, "chat", w.chat_alice, "alice")
-    targets = [("workspace", w.ws_a), ("user", w.alice), ("task", w.task_a), ("chat", w.chat_alice)]
-    if "global" in ctx.target.capabilities:
-        targets.append(("global", "all"))
+    c, targets = await alice_on_every_scope(ctx)
     for scope, sid in targets:
         positions = []
         for _ in range(3):
