@@ -24,9 +24,20 @@ class CaseContext:
         self.quick = quick
         self.session = target.session
         self.clients: list[WsClient] = []
+        self._tokens: dict[str, str] = {}
+
+    async def prepare(self) -> None:
+        """Mint every world user's token up front: a case that opens a connection and then asks
+        for a token would otherwise spend part of the target's auth timeout on the control API."""
+        w = self.world
+        users = [w.alice, w.bob, w.carol, w.dave, w.outsider]
+        minted = await asyncio.gather(*(self.target.controls[0].token(u) for u in users))
+        self._tokens = dict(zip(users, minted))
 
     # -- connections ----------------------------------------------------------------------------
     async def token(self, user: str | None, node: int = 0, **extra) -> str:
+        if node == 0 and not extra and user in self._tokens:
+            return self._tokens[user]
         return await self.target.controls[node].token(user, **extra)
 
     async def connect(self, user: str, workspace: str, *, node: int = 0, cookie: bool = False,

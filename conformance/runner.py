@@ -54,6 +54,7 @@ async def run_case(c: Case, target: Target, world: TestWorld, quick: bool) -> Ca
     ctx = CaseContext(target, world, quick=quick)
     started = time.monotonic()
     try:
+        await asyncio.wait_for(ctx.prepare(), CASE_TIMEOUT)
         await asyncio.wait_for(c.fn(ctx), CASE_TIMEOUT)
         result = CaseResult(c, "pass")
     except Failed as e:
