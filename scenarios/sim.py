@@ -43,7 +43,9 @@ class SimCluster:
     def __init__(self, sc: Scenario, token: str, log_dir: str, redis: str | None):
         url = redis if redis not in (None, "auto") else (sc.redis if sc.redis != "auto" else None)
         self.proxies: list[LinkProxy] = []
+        # auto: the embedded default, which falls back to in-process fakeredis where no Redis is found
         self.cluster = Cluster(ClusterSpec(nodes=sc.nodes, relay=sc.relay, redis_url=url, control_token=token,
+                                           fakeredis_fallback=url is None,
                                            node_flags=tuple(sc.node_flags), node_command=sc.node_command,
                                            log_dir=log_dir), link=self._proxy)
         self.token = token
@@ -160,6 +162,7 @@ async def simulate(sc: Scenario, out_dir: str, *, seed: int, redis: str | None, 
                 await cluster.start()
             except (NodeStartError, RedisUnavailable, ValueError, OSError) as e:
                 raise SimError(str(e).splitlines()[0] if str(e) else type(e).__name__) from None
+            progress.phase(f"Redis: {cluster.redis_label}")
             info = await cluster.info()
             progress.phase(f"loading the world ({len(pop.clients)} users) and minting tokens")
             await cluster.load(pop.fixtures)
@@ -224,6 +227,9 @@ async def simulate(sc: Scenario, out_dir: str, *, seed: int, redis: str | None, 
     node_names = {u: f"node-{i + 1}" for i, u in enumerate(cluster.urls)}
     summary, series = analysis.summarize(_records(history), t0=t0_mono, publish_end=publish_end,
                                          node_names=node_names, windows=nemesis.windows)
+    for figure, rid in (("reordered", "DEL-3"), ("leaked", "AZ-4")):  # counted by the checker, not again here
+        v = checked.verdicts.get(rid)
+        summary[figure] = v.violations if v is not None and v.status in ("pass", "fail") else None
     summary["checker_seconds"] = round(checker_s, 2)
     summary["history_lines"] = lines
     verdicts = []

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 
 import aiohttp
 
+from .fake_redis import FakeRedisServer
 from .processes import NodeProcess
 from .redis_provision import ProvisionedRedis, RedisServer, free_port, provision
 
@@ -42,6 +43,7 @@ class ClusterSpec:
     nodes: int = 3
     relay: str = "streams"
     redis_url: str | None = None  # None: provision one (a redis-server binary here)
+    fakeredis_fallback: bool = False  # the simulator's embedded default: fakeredis where nothing else is
     control_token: str = field(default_factory=lambda: secrets.token_hex(12))
     host: str = "127.0.0.1"
     base_port: int | None = None  # None: free ports
@@ -71,8 +73,8 @@ class Cluster:
         return self.redis.url
 
     @property
-    def redis_server(self) -> RedisServer | None:
-        """The redis-server this cluster started, if it did (only that one can be restarted)."""
+    def redis_server(self) -> RedisServer | FakeRedisServer | None:
+        """The Redis this cluster started, if it did (only that one can be restarted)."""
         return self.redis.server if self.redis is not None else None
 
     @property
@@ -102,7 +104,8 @@ class Cluster:
         self._session = aiohttp.ClientSession()
         try:
             if self.uses_redis:
-                self.redis = await asyncio.to_thread(provision, s.redis_url)
+                self.redis = await asyncio.to_thread(provision, s.redis_url,
+                                                     fakeredis_fallback=s.fakeredis_fallback)
             log_dir = s.log_dir
             if log_dir is None:
                 self._own_log_dir = tempfile.TemporaryDirectory(prefix="scopehub-cluster-")

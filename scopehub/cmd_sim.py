@@ -6,7 +6,6 @@ import argparse
 import asyncio
 import os
 import shlex
-import shutil
 import sys
 import time
 
@@ -33,7 +32,8 @@ def register(sub) -> None:
                    help="length of the fault phase in seconds; the fault timeline is scaled to fit")
     p.add_argument("--clients", type=int, metavar="N", help="override the number of clients")
     p.add_argument("--redis", metavar="auto|URL", default=None,
-                   help="auto: a redis-server started for the run (default); or a Redis URL")
+                   help="auto (default): $REDIS_URL, else a redis-server started for the run, else in-process "
+                        "fakeredis (labelled as such: not a real Redis); or a Redis URL")
     p.add_argument("--node-command", metavar="CMD",
                    help="start each node with this command instead of the reference: placeholders {port}, "
                         "{redis_url}, {token}, {name}, {relay}")
@@ -100,9 +100,6 @@ def run(args: argparse.Namespace) -> int:
         raise UserError("--redis takes auto or a redis:// URL")
     if args.redis not in (None, "auto") and any(f.kind == "restart_redis" for f in sc.faults):
         raise UserError("this scenario restarts Redis: it needs a Redis the simulator starts (--redis auto)")
-    if (args.redis in (None, "auto") and sc.redis == "auto" and not shutil.which("redis-server")
-            and not os.environ.get("REDIS_URL")):
-        raise UserError("no redis-server on PATH: install it (apt-get install redis-server) or pass --redis URL")
     seed = args.seed if args.seed is not None else sc.seed
     out = args.out or os.path.join("out", "sim", sc.name)
     console = Console()
@@ -116,8 +113,7 @@ def run(args: argparse.Namespace) -> int:
             result = asyncio.run(simulate(sc, out, seed=seed, redis=args.redis, progress=progress, command=command))
     except SimError as e:
         raise UserError(f"the simulation could not run: {e}") from None
-    report.print_summary(console, meta=result.summary["meta"], summary=result.summary, verdicts=result.verdicts)
     for name in ("history.jsonl", "summary.json", "report.html"):
         console.print(f"wrote {os.path.join(result.out_dir, name)}")
-    console.print("[bold green]PASS[/]" if result.passed else "[bold red]FAIL[/]")
+    report.print_summary(console, meta=result.summary["meta"], summary=result.summary, verdicts=result.verdicts)
     return 0 if result.passed else 1

@@ -7,7 +7,9 @@
       optional extra `testcontainers[redis]` is installed (`pip install 'scopehub[containers]'`);
   (c) the `redis-server` binary on PATH, started as a child on a free loopback port with
       persistence off and its own temporary directory (`RedisServer`);
-  (d) otherwise it raises `RedisUnavailable` with a one-line message naming those three ways.
+  (d) only where the caller allows it (the simulator's embedded default): fakeredis served from
+      this process (`scopehub.fake_redis`), labelled as such;
+  (e) otherwise it raises `RedisUnavailable` with a one-line message naming those three ways.
 
 Everything here is synchronous so that CLI code and pytest fixtures can use it directly. A Redis
 this module started is never one somebody else runs: we only ever talk to the ports we chose and
@@ -392,8 +394,8 @@ def _redact(url: str) -> str:
 
 
 class ProvisionedRedis:
-    """A Redis to use: `url`, `kind` ("url", "container" or "binary"), a short `label`, and
-    `server` (the RedisServer when kind == "binary"). `stop()` stops what we started (nothing for
+    """A Redis to use: `url`, `kind` ("url", "container", "binary" or "fakeredis"), a short `label`, and
+    `server` (what can be restarted: the RedisServer or FakeRedisServer we started). `stop()` stops what we started (nothing for
     an explicit URL) and is idempotent."""
 
     def __init__(self, *, url: str, kind: str, label: str, server: RedisServer | None = None,
@@ -419,9 +421,11 @@ class ProvisionedRedis:
         return f"<ProvisionedRedis {self.kind}: {self.label}>"
 
 
-def provision(url: str | None = None, *, env: Mapping[str, str] = os.environ) -> ProvisionedRedis:
+def provision(url: str | None = None, *, env: Mapping[str, str] = os.environ,
+              fakeredis_fallback: bool = False) -> ProvisionedRedis:
     """A Redis: `url`, else $REDIS_URL, else a testcontainers Redis where a Docker engine answers,
-    else a `redis-server` from env's PATH; else RedisUnavailable (one line)."""
+    else a `redis-server` from env's PATH, else (when `fakeredis_fallback`) in-process fakeredis;
+    else RedisUnavailable (one line)."""
     explicit = url or (env.get("REDIS_URL") or "").strip() or None
     if explicit:
         source = "given" if url else "from REDIS_URL"
@@ -446,4 +450,9 @@ def provision(url: str | None = None, *, env: Mapping[str, str] = os.environ) ->
         server.start()
         return ProvisionedRedis(url=server.url, kind="binary", label=server.label, server=server,
                                 stopper=server.stop)
+    if fakeredis_fallback:
+        from .fake_redis import FakeRedisServer
+
+        fake = FakeRedisServer().start()
+        return ProvisionedRedis(url=fake.url, kind="fakeredis", label=fake.label, server=fake, stopper=fake.stop)
     raise RedisUnavailable(UNAVAILABLE_MESSAGE + note)

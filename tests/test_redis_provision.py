@@ -269,3 +269,25 @@ def test_docker_without_testcontainers_falls_back_to_the_binary(tmp_path, no_doc
         assert "\n" not in str(e.value)
     finally:
         fake.close()
+
+
+def test_fakeredis_fallback_only_when_asked_and_only_without_a_binary(tmp_path, no_docker_env):
+    empty = tmp_path / "empty-bin"
+    empty.mkdir()
+    bare = {"PATH": str(empty), "DOCKER_HOST": no_docker_env["DOCKER_HOST"]}
+    with provision(env=no_docker_env, fakeredis_fallback=True) as p:  # a binary is there: it wins
+        assert p.kind == "binary"
+    with provision(env=bare, fakeredis_fallback=True) as p:
+        assert p.kind == "fakeredis" and "in-process fakeredis" in p.label and "not a real Redis" in p.label
+        c = client(p.url)
+        c.set("k", "v")
+        assert c.get("k") == b"v"
+        # what the relays need: Lua scripts and stream commands
+        assert c.eval("return redis.call('XADD', KEYS[1], 'MAXLEN', '3', '*', 'f', ARGV[1])", 1, "s", "x")
+        assert c.xlen("s") == 1
+        p.server.restart()  # same URL, empty dataset, like redis-server with persistence off
+        c2 = client(p.url)
+        assert c2.get("k") is None and c2.ping()
+        url = p.url
+    with pytest.raises(redis.ConnectionError):
+        client(url).ping()

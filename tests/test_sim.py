@@ -4,6 +4,8 @@ whose faults must cause loss (reconnect-storm without resume) reports that loss.
 
 from __future__ import annotations
 
+import json
+import os
 import subprocess
 import sys
 
@@ -85,3 +87,20 @@ async def test_reconnect_storm_without_resume_reports_the_loss(tmp_path):
     convergence = next(v for v in result.verdicts if v["id"] == "CONVERGENCE")
     assert not result.passed and convergence["status"] == "fail"
     assert result.summary["lost"] > 0 and result.summary["delivery_ratio"] < 1.0
+
+
+@pytest.mark.req("DEL-1", "NODE-1")
+def test_without_any_redis_the_embedded_default_runs_on_labelled_in_process_fakeredis(tmp_path):
+    bare = tmp_path / "bin"  # a PATH with no redis-server on it, and no Docker engine to ask
+    bare.mkdir()
+    env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "DOCKER_HOST")}
+    env.update(PATH=str(bare), DOCKER_HOST=f"unix://{tmp_path}/no-docker.sock", COLUMNS="200")
+    out = tmp_path / "out"
+    r = subprocess.run([sys.executable, "-m", "scopehub", "sim", "--duration", "4", "--clients", "30",
+                        "--out", str(out)], capture_output=True, text=True, timeout=120, env=env)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    assert "in-process fakeredis" in r.stdout and "not a real Redis" in r.stdout
+    summary = json.loads((out / "summary.json").read_text())
+    assert "in-process fakeredis" in summary["meta"]["redis"]
+    assert summary["delivery_ratio"] == 1.0 and summary["published"]["acknowledged"] > 0
+    assert "in-process fakeredis" in (out / "report.html").read_text()
