@@ -64,6 +64,11 @@ class Broadcaster(abc.ABC):
         still to come (used by resume to tell replayed from live)."""
         return None
 
+    async def end(self, scope_type: str, scope_id: str) -> tuple[int, int] | None:
+        """The scope's newest entry in the store (None: none, or unknown). It can be ahead of
+        cursor() while this node's reader lags behind the store."""
+        return self.cursor(scope_type, scope_id)
+
     def retention(self) -> dict:
         return {"max_len": None, "max_age_s": None}
 

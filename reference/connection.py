@@ -83,7 +83,7 @@ class Connection:
         "ws", "transport", "user_id", "workspace_id", "subscriptions", "limit", "_queue",
         "_wakeup", "_on_evict", "_metrics", "closed", "evicted", "last_pong", "_tasks",
         "buffers", "live_from", "_drained", "counted", "_protocol", "_flusher", "_scheduled",
-        "_started", "_room_wanted",
+        "_started", "_room_wanted", "floors",
     )
 
     def __init__(self, ws: web.WebSocketResponse, transport, user_id: str, workspace_id: str,
@@ -111,6 +111,9 @@ class Connection:
         # scope the last entry the hub had delivered when this connection joined it.
         self.buffers: dict[tuple[str, str], list] | None = None
         self.live_from: dict[tuple[str, str], tuple[int, int] | None] = {}
+        # After `recovered: false` (REP-4): per scope, entries up to here predate the answer and
+        # are skipped when a lagging reader hands them over late.
+        self.floors: dict[tuple[str, str], tuple[int, int]] = {}
         self._drained = asyncio.Event()  # put() waits on it for room in the queue
         self._room_wanted = 0  # put() calls waiting: while any, each write sets _drained
         self.counted = False  # registered with the hub (attach) and not yet detached

@@ -56,6 +56,11 @@ class Hub:
             if buffers is not None and key in buffers:
                 buffers[key].append((seq, data))
                 continue
+            floors = conn.floors
+            if floors and key in floors:
+                if seq <= floors[key]:
+                    continue
+                del floors[key]
             if frame is None:
                 frame = text_frame(data)
             n += conn.enqueue(data, frame)
@@ -126,6 +131,7 @@ class Hub:
     def leave(self, conn: Connection, scope: Scope) -> None:
         conn.subscriptions.discard(scope)
         conn.live_from.pop(scope, None)
+        conn.floors.pop(scope, None)
         if conn.buffers:
             conn.release(scope)
         subs = self.scopes.get(scope)
@@ -152,12 +158,19 @@ class Hub:
             self._add(conn, scope)
         live_from = conn.live_from.get(scope)  # entries after it reached conn live
         conn.hold(scope)
-        entries = None
+        entries = floor = None
         if since is not None:
             try:
                 entries = await self.broadcaster.replay(*scope, since)
             except Exception as e:  # the store is unreachable: an honest "not recovered"
                 log.warning("replay of %s failed: %r", scope, e)
+        if entries is None:
+            # Nothing is replayed, so nothing stored before this answer may follow it, neither
+            # held back meanwhile nor handed over late by a reader behind the store (REP-4).
+            try:
+                floor = await self.broadcaster.end(*scope)
+            except Exception as e:
+                log.warning("end of %s unknown: %r", scope, e)
         if conn.closed or scope not in conn.subscriptions:
             conn.release(scope)
             return
@@ -172,10 +185,14 @@ class Hub:
             if not await conn.put(data):
                 return
             last = seq
+        if floor is not None:
+            last = floor
         for seq, data in conn.release(scope):
-            if entries is None or seq > last:
+            if (entries is None and floor is None) or seq > last:
                 if not conn.enqueue(data):
                     return
+        if floor is not None:
+            conn.floors[scope] = floor  # until the reader hands over a newer entry (deliver)
 
     def _maybe_close(self, scope: Scope) -> None:
         if not self.has_local(*scope):

@@ -55,8 +55,9 @@ def _zipf_weights(n: int, s: float) -> list[float]:
 
 def build(sc: Scenario, seed: int) -> Population:
     rng = random.Random(seed)
-    workspaces = [_uuid(rng) for _ in range(sc.workspaces)]
-    tasks_per_ws = max(4, (sc.clients * max(1, sc.tasks_per_client)) // (4 * sc.workspaces))
+    n_ws = sc.workspace_count
+    workspaces = [_uuid(rng) for _ in range(n_ws)]
+    tasks_per_ws = max(4, (sc.clients * max(1, sc.tasks_per_client)) // (4 * n_ws))
     issues, tasks, chats = {}, {}, {}
     ws_tasks: dict[str, list[str]] = {}
     for w in workspaces:
@@ -69,7 +70,7 @@ def build(sc: Scenario, seed: int) -> Population:
     members: dict[str, list[str]] = {w: [] for w in workspaces}
     clients: list[ClientSpec] = []
     for i in range(sc.clients):
-        w = workspaces[i % sc.workspaces]
+        w = workspaces[i % n_ws]
         user = _uuid(rng)
         members[w].append(user)
         auth = sc.auth if sc.auth != "mixed" else ("cookie" if rng.random() < 0.5 else "token")

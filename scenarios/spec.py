@@ -59,6 +59,7 @@ class Scenario:
     auth: str = "token"
     resume: bool = True
     workspaces: int = 2
+    workspace_size: int = 0  # when set: as many workspaces as it takes to hold the clients, this many each
     tasks_per_client: int = 1
     chats_per_client: int = 0
     hot_fraction: float = 0.0
@@ -85,6 +86,10 @@ class Scenario:
             f.period_s = max(0.5, f.period_s * k) if f.kind == "client_jitter" else f.period_s
         self.rate = [(start * k, r) for start, r in self.rate]
         self.duration_s = duration_s
+
+    @property
+    def workspace_count(self) -> int:
+        return -(-self.clients // self.workspace_size) if self.workspace_size else self.workspaces
 
     def rate_at(self, t: float) -> float:
         current = self.rate[0][1]
@@ -159,6 +164,9 @@ def parse(doc: dict, source: str = "") -> Scenario:
                     expect='"token", "cookie" or "mixed"')
     s.resume = cl.get("resume", bool, True)
     s.workspaces = cl.get("workspaces", int, 2, check=_num(lo=1), expect="a whole number >= 1")
+    s.workspace_size = cl.get("workspace_size", int, 0, check=_num(lo=1), expect="a whole number >= 1")
+    if s.workspace_size and "workspaces" in (doc.get("clients") or {}):
+        raise ScenarioError("clients.workspace_size: give either workspaces or workspace_size, not both")
     s.tasks_per_client = cl.get("tasks_per_client", int, 1, check=_num(lo=0, hi=50), expect="0 to 50")
     s.chats_per_client = cl.get("chats_per_client", int, 0, check=_num(lo=0, hi=10), expect="0 to 10")
     s.hot_fraction = float(cl.get("hot_fraction", (int, float), 0.0, check=_num(lo=0, hi=1), expect="a fraction 0..1"))

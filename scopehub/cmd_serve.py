@@ -120,6 +120,9 @@ def add_relay_flags(p: argparse.ArgumentParser, *, with_url: bool = True) -> Non
                    help=f"seconds an entry is kept; idle streams expire after it (default {RelaySettings.max_age_s:g})")
     p.add_argument("--shards", metavar="N", type=_count, default=RelaySettings.shards,
                    help=f"shard streams of the sharded relay (default {RelaySettings.shards})")
+    p.add_argument("--linger", metavar="S", type=float, default=RelaySettings.linger_s,
+                   help="streams relay: seconds a node keeps reading a scope after its last local subscriber "
+                        f"left, so reconnecting clients do not tear its reader down (default {RelaySettings.linger_s:g})")
     p.add_argument("--heartbeat", metavar="S", type=_positive, default=RelaySettings.heartbeat_s,
                    help=f"seconds between node heartbeats (default {RelaySettings.heartbeat_s:g}); "
                         "the sweeper runs every third heartbeat")
@@ -132,7 +135,8 @@ def broadcaster_from(args: argparse.Namespace, node_id: str, redis_url: str | No
     if strategy != "memory" and not redis_url:
         raise UserError(f"the {strategy} relay needs a Redis: pass --redis URL or set REDIS_URL")
     settings = RelaySettings(url=redis_url or "", max_len=args.max_len, max_age_s=args.max_age,
-                             shards=args.shards, heartbeat_s=args.heartbeat, sweep_s=3 * args.heartbeat)
+                             shards=args.shards, heartbeat_s=args.heartbeat, sweep_s=3 * args.heartbeat,
+                             linger_s=max(0.0, args.linger))
     return make_broadcaster(strategy, node_id, settings)
 
 

@@ -180,7 +180,7 @@ async def test_redis_pause_loses_nothing_acknowledged(relay, start_cluster, sess
 
 @pytest.mark.req("NODE-1")
 async def test_churn_leaves_no_reader_or_group_behind(relay, start_cluster, session, world):
-    h = await start_cluster(relay)
+    h = await start_cluster(relay, node_flags=("--linger", "0.5"))
     tasks = [str(uuid.uuid4()) for _ in range(40)]
     fixtures = world.fixtures()
     fixtures["tasks"].update({t: {"issue": world.issue_a} for t in tasks})

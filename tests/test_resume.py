@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from types import SimpleNamespace
 
 import pytest
 import redis.asyncio as aioredis
@@ -85,6 +86,55 @@ async def test_position_of_another_scope_does_not_recover(node, connect, world):
     other = await node.control.publish("chat", world.chat_alice, {"type": "x"})
     ack = await alice.subscribe("task", world.task_a, since=other["pos"])
     assert ack["payload"]["recovered"] is False
+
+
+class _LaggingReader(MemoryBroadcaster):
+    """A relay whose reader runs behind its store: publish stores the entry (and answers) at
+    once, the hub is handed it only on flush(), as a node's reader does seconds later in overload."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.pending: list[tuple] = []
+        self.handed: dict[tuple[str, str], tuple[int, int]] = {}
+
+    async def publish(self, scope_type, scope_id, frame, exclude_workspace=None):
+        hub, self.sink = self.sink, SimpleNamespace(deliver=lambda *a: self.pending.append(a))
+        try:
+            return await super().publish(scope_type, scope_id, frame, exclude_workspace)
+        finally:
+            self.sink = hub
+
+    def flush(self) -> None:
+        pending, self.pending = self.pending, []
+        for args in pending:
+            self.sink.deliver(*args)
+            self.handed[(args[0], args[1])] = args[-1]
+
+    def cursor(self, scope_type, scope_id):
+        return self.handed.get((scope_type, scope_id))
+
+    async def end(self, scope_type, scope_id):
+        return self._last.get((scope_type, scope_id))
+
+
+@pytest.mark.req("REP-4", "DEL-1")
+async def test_not_recovered_replays_nothing_even_from_a_lagging_reader(start_node, session, world):
+    relay = _LaggingReader()
+    node = await start_node(broadcaster=relay)
+    holder = await _client(session, node.base, node.control, world.alice, world.ws_a)
+    await holder.subscribe("task", world.task_a)  # the node reads the scope from here on
+    before = await _publish_n(node.control, "task", world.task_a, 3, "before")  # stored, not yet read
+    other = await node.control.publish("chat", world.chat_alice, {"type": "x"})
+    late = await _client(session, node.base, node.control, world.alice, world.ws_a)
+    ack = await late.subscribe("task", world.task_a, since=other["pos"])
+    assert ack["payload"]["recovered"] is False
+    relay.flush()  # the reader catches up: these predate the answer, so only `holder` gets them
+    after = await node.control.publish("task", world.task_a, {"type": "after"})
+    relay.flush()
+    await holder.wait_for(_is(after["event_id"]))
+    await late.wait_for(_is(after["event_id"]))
+    assert _ids(holder, "task") == [b["event_id"] for b in before] + [after["event_id"]]
+    assert _ids(late, "task") == [after["event_id"]]
 
 
 @pytest.mark.req("REP-7", "AZ-4")
@@ -297,3 +347,18 @@ async def test_resume_while_publishing_merges_replay_and_live(relay, start_clust
     finally:
         stop.set()
         await pub
+
+
+@pytest.mark.req("REP-4")
+@pytest.mark.parametrize("relay", RELAYS)
+async def test_relay_end_is_the_scopes_newest_stored_entry(relay, redis_server, start_node, world):
+    """What the hub skips up to after `recovered: false` (the lagging-reader test above)."""
+    from reference import positions
+    from reference.relay import RelaySettings, make_broadcaster
+
+    broadcaster = make_broadcaster(relay, "node-1", RelaySettings(url=redis_server.url))
+    node = await start_node(broadcaster=broadcaster)
+    assert await broadcaster.end("task", world.task_a) is None
+    published = await _publish_n(node.control, "task", world.task_a, 2)
+    await node.control.publish("task", world.task_b, {"type": "elsewhere"})  # same shard or not
+    assert await broadcaster.end("task", world.task_a) == positions.decode(published[-1]["pos"], "task", world.task_a)

@@ -52,6 +52,7 @@ def test_the_catalogue_is_complete():
     ({"name": "x", "cluster": {"nodes": 2}, "faults": [{"kind": "kill_node", "at": 1, "node": 5}]}, "faults[0].node"),
     ({"name": "x", "checks": {"requirements": ["DEL-99"]}}, "checks.requirements"),
     ({"name": "x", "clients": {"cuont": 3}}, "clients.cuont"),
+    ({"name": "x", "clients": {"workspaces": 2, "workspace_size": 5}}, "clients.workspace_size"),
 ])
 def test_bad_scenarios_name_the_key(doc, key):
     with pytest.raises(ScenarioError) as e:

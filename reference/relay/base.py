@@ -33,7 +33,10 @@ class RelaySettings:
     block_ms: int = 2000  # XREAD BLOCK; readers are woken early when their scope set changes
     read_count: int = 256
     shards: int = 8
-    reader_slots: int = 4  # streams strategy: blocking reader connections per node
+    reader_slots: int = 16  # streams strategy: blocking reader connections per node
+    # streams strategy: keep reading a scope this long after its last local subscriber left, so a
+    # client reconnecting within it costs no group teardown and re-creation (reconnect storms)
+    linger_s: float = 5.0
     heartbeat_s: float = 10.0
     sweep_s: float = 30.0
     publish_timeout_s: float = 2.0

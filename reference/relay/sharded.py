@@ -78,6 +78,11 @@ class ShardedRelay(RedisRelay):
             return self._replayed(scope_type, scope_id, mine)
         return [] if last == since_id else None
 
+    async def end(self, scope_type, scope_id):
+        key = shard_key(self.shard_for(scope_type, scope_id))
+        last = await asyncio.wait_for(self.write.hget(key + ":last", f"{scope_type}\0{scope_id}"), 2.0)
+        return positions.parse_entry(last) if last else None
+
     async def _end_of(self, key: str) -> str:
         try:
             info = await asyncio.wait_for(self.write.xinfo_stream(key), 2.0)

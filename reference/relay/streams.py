@@ -49,6 +49,9 @@ class _Slot:
     streams: dict[str, _Reading] = field(default_factory=dict)
     needs_group: set[str] = field(default_factory=set)
     wakeup: asyncio.Event = field(default_factory=asyncio.Event)
+    blocked: bool = False  # a read is in flight
+    unblocking: bool = False  # and a CLIENT UNBLOCK for it has been sent
+    reissued: list[asyncio.Future] = field(default_factory=list)  # wait for a read without a closed key
 
 
 class StreamsRelay(RedisRelay):
@@ -115,6 +118,8 @@ class StreamsRelay(RedisRelay):
         scope = (scope_type, scope_id)
         if scope == GLOBAL or self._stopping:
             return
+        if self.settings.linger_s:
+            await asyncio.sleep(self.settings.linger_s)
         async with self._lock(scope):
             if scope not in self._open or (self.sink is not None and self.sink.has_local(*scope)):
                 return
@@ -122,7 +127,15 @@ class StreamsRelay(RedisRelay):
             key = stream_key(*scope)
             slot.streams.pop(key, None)
             slot.needs_group.discard(key)
+            # Destroying a group under a blocked read fails that whole read (NOGROUP): let the
+            # slot re-issue its read without this key first.
+            reissued = asyncio.get_running_loop().create_future()
+            slot.reissued.append(reissued)
             await self._wake(slot)
+            try:
+                await asyncio.wait_for(reissued, self.settings.block_ms / 1000 + 3.0)
+            except asyncio.TimeoutError:
+                pass
             pipe = self.write.pipeline(transaction=False)
             pipe.xgroup_destroy(key, self.group)
             pipe.zrem(nodes_key(*scope), self.instance)
@@ -136,7 +149,9 @@ class StreamsRelay(RedisRelay):
 
     async def _wake(self, slot: _Slot) -> None:
         slot.wakeup.set()
-        if slot.client_id is not None:
+        # One CLIENT UNBLOCK per blocked read, however many scopes open or close meanwhile.
+        if slot.client_id is not None and slot.blocked and not slot.unblocking:
+            slot.unblocking = True
             await self._best_effort(self.write.client_unblock(slot.client_id))
 
     def cursor(self, scope_type, scope_id):
@@ -162,11 +177,22 @@ class StreamsRelay(RedisRelay):
             return self._replayed(scope_type, scope_id, entries) if entries[0][1].get("p") == since_id else None
         return [] if info["last-generated-id"] == since_id else None
 
+    async def end(self, scope_type, scope_id):
+        try:
+            info = await asyncio.wait_for(self.write.xinfo_stream(stream_key(scope_type, scope_id)), 2.0)
+        except ResponseError:
+            return None  # no stream: nothing stored to skip
+        return positions.parse_entry(info["last-generated-id"])
+
     # -- reading --------------------------------------------------------------------------------
     async def _read_loop(self, slot: _Slot) -> None:
         backoff = Backoff()
         s = self.settings
         while True:
+            for waiter in slot.reissued:  # no read in flight now; the next one lacks their keys
+                if not waiter.done():
+                    waiter.set_result(None)
+            slot.reissued.clear()
             if not slot.streams:
                 slot.wakeup.clear()
                 await slot.wakeup.wait()
@@ -178,7 +204,12 @@ class StreamsRelay(RedisRelay):
                     await self._repair(slot)
                 slot.wakeup.clear()
                 keys = {k: ">" for k in slot.streams}
-                reply = await slot.client.xreadgroup(self.group, self.instance, keys, count=s.read_count, block=s.block_ms)
+                slot.blocked, slot.unblocking = True, False
+                try:
+                    reply = await slot.client.xreadgroup(self.group, self.instance, keys, count=s.read_count,
+                                                         block=s.block_ms)
+                finally:
+                    slot.blocked = False
             except ResponseError as e:
                 if "NOGROUP" not in str(e):
                     self.metrics.error("xread_errors", e)
