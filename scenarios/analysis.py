@@ -128,7 +128,10 @@ def summarize(records: Iterable[dict], *, t0: float, publish_end: float, node_na
                     expected += 1
                     delivered += eid in got[key]
     lat = sorted(x[1] for x in latency)
-    replay = sorted((done - replay_open[c][1]) * 1000 for c, done in replay_done.items())
+    # Replay: from the resume request to the last missed frame; catch-up adds the outage before it
+    # (the cut, the client's back-off and its reconnect), which the server does not control.
+    replay = sorted((done - replay_open[c][0]) * 1000 for c, done in replay_done.items())
+    catch_up = sorted((done - replay_open[c][1]) * 1000 for c, done in replay_done.items())
     span = max(1.0, publish_end - t0)
     per_node = {n: {"deliveries": sum(b.values()), "per_s": round(sum(b.values()) / span, 1)} for n, b in node_buckets.items()}
     summary = {
@@ -139,6 +142,7 @@ def summarize(records: Iterable[dict], *, t0: float, publish_end: float, node_na
         "latency_ms": {"p50": _pct(lat, 50), "p95": _pct(lat, 95), "p99": _pct(lat, 99), "max": lat[-1] if lat else None},
         "resumes": resumes,
         "replay_latency_ms": {"p50": _pct(replay, 50), "p99": _pct(replay, 99), "max": round(replay[-1], 2) if replay else None},
+        "catch_up_ms": {"p50": _pct(catch_up, 50), "p99": _pct(catch_up, 99), "max": round(catch_up[-1], 2) if catch_up else None},
         "per_node": per_node, "history_lines": lines,
         "window": {"t0": round(t0, 3), "publish_end": round(publish_end, 3)},
     }

@@ -126,7 +126,9 @@ class Worker:
                 await self.backoff(rng)
 
     async def subscribe_all(self, conn: RecordedConnection, wanted, positions) -> None:
-        for scope in wanted:
+        """Every scope at once, as a client re-subscribing after a reconnect sends them all
+        before the first answer (answers are matched per scope)."""
+        async def one(scope) -> None:
             since = positions.get(scope) if self.cfg["resume"] else None
             if since is not None:
                 self.resumes["attempted"] += 1
@@ -139,8 +141,8 @@ class Worker:
                     self.resumes["not_recovered"] += 1
             elif scope not in conn.held:
                 await conn.subscribe(*scope)
-            if not conn.open:
-                return
+
+        await asyncio.gather(*(one(scope) for scope in wanted))
 
     async def live(self, conn: RecordedConnection, spec: ClientSpec, rng: random.Random) -> str:
         """Run until the connection ends; returns 'closed', 'cut' or 'stop'."""

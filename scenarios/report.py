@@ -369,7 +369,10 @@ def _summary_rows(summary: dict) -> list[tuple[str, str]]:
         ("resumes attempted", _fmt(res.get("attempted"))),
         ("resumes recovered / not recovered / failed",
          _joined([_fmt(res.get(k)) for k in RESUME_OUTCOMES])),
-        ("replay latency p50 / p99 / max", _joined([_ms(rep.get(k)) for k in ("p50", "p99", "max")])),
+        ("replay latency p50 / p99 / max (resume request to last missed frame)",
+         _joined([_ms(rep.get(k)) for k in ("p50", "p99", "max")])),
+        ("catch-up p50 / p99 / max (connection lost to last missed frame)",
+         _joined([_ms((summary.get("catch_up_ms") or {}).get(k)) for k in ("p50", "p99", "max")])),
         ("history lines", _fmt(summary.get("history_lines"))),
         ("checker time", _fmt(summary.get("checker_seconds"), "{:,.2f} s")),
     ]

@@ -127,7 +127,8 @@ def _async_group() -> None:
             # BUG: fire-and-forget; events appended between the ack and this XGROUP CREATE ... $
             # are never read by this node.
             await asyncio.sleep(0.05)
-            cursor = await self._open_group(keys=[key], args=[self.group, self.ttl_ms])
+            cursor = await self._open_group(keys=[key, streams.nodes_key(*scope)],
+                                            args=[self.group, self.ttl_ms, self.instance, self._node_expiry()])
             if self._open.get(scope) is slot:
                 slot.streams[key] = streams._Reading(scope_type, scope_id, cursor)
                 await self._wake(slot)

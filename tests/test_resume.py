@@ -362,3 +362,22 @@ async def test_relay_end_is_the_scopes_newest_stored_entry(relay, redis_server, 
     published = await _publish_n(node.control, "task", world.task_a, 2)
     await node.control.publish("task", world.task_b, {"type": "elsewhere"})  # same shard or not
     assert await broadcaster.end("task", world.task_a) == positions.decode(published[-1]["pos"], "task", world.task_a)
+
+
+@pytest.mark.req("REP-3")
+@pytest.mark.parametrize("relay", RELAYS)
+async def test_replay_of_more_than_one_page_from_redis(relay, redis_server, start_node, session, world):
+    from reference import positions
+    from reference.relay import RelaySettings, make_broadcaster
+    from reference.relay.base import PAGE
+
+    node = await start_node(broadcaster=make_broadcaster(relay, "node-1", RelaySettings(url=redis_server.url)))
+    seen = await node.control.publish("task", world.task_a, {"type": "seen"})
+    missed = await asyncio.gather(*(node.control.publish("task", world.task_a, {"n": i}) for i in range(PAGE + 20)))
+    # concurrent publishes: the store's order is the scope's order
+    missed.sort(key=lambda m: positions.decode(m["pos"], "task", world.task_a))
+    c = await _client(session, node.base, node.control, world.alice, world.ws_a)
+    assert (await c.subscribe("task", world.task_a, since=seen["pos"]))["payload"]["recovered"] is True
+    await c.wait_for(_is(missed[-1]["event_id"]), timeout=10)
+    assert _ids(c, "task") == [m["event_id"] for m in missed]
+    await c.close()

@@ -23,6 +23,7 @@ log = logging.getLogger("scopehub.relay")
 
 # Errors after which a reader reconnects: the store went away or stopped answering.
 TRANSIENT = (RedisError, OSError, asyncio.TimeoutError)
+PAGE = 500  # entries per XRANGE of a replay
 
 
 @dataclass(frozen=True)
@@ -189,13 +190,13 @@ class RedisRelay(Broadcaster):
         """Yield pages of the stream's entries after since_id, oldest first (bounded)."""
         start, budget = since_id, 2 * self.settings.max_len + 1000
         while budget > 0:
-            page = await asyncio.wait_for(self.write.xrange(key, min=f"({start}", max="+", count=500), 5.0)
+            page = await asyncio.wait_for(self.write.xrange(key, min=f"({start}", max="+", count=PAGE), 5.0)
             if not page:
                 return
             yield page
             budget -= len(page)
             start = page[-1][0]
-            if len(page) < 500:
+            if len(page) < PAGE:
                 return
 
     def _replayed(self, scope_type: str, scope_id: str, entries: list) -> list:

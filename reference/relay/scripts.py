@@ -36,8 +36,11 @@ return id
 """
 
 # Create (or move) this node's consumer group at the stream's end and return that position,
-# so the reader's cursor is known exactly. KEYS[1] stream; ARGV[1] group, ARGV[2] ttl ms or "0".
+# so the reader's cursor is known exactly; and list this node in the scope's node set.
+# KEYS[1] stream, KEYS[2] node set; ARGV[1] group, ARGV[2] ttl ms or "0", ARGV[3] node
+# instance, ARGV[4] its expiry (the sweeper's score).
 OPEN_GROUP = """
+redis.call('ZADD', KEYS[2], ARGV[4], ARGV[3])
 local r = redis.pcall('XGROUP', 'CREATE', KEYS[1], ARGV[1], '$', 'MKSTREAM')
 if type(r) == 'table' and r.err then
   if string.find(r.err, 'BUSYGROUP') then

@@ -19,7 +19,7 @@ from redis.exceptions import ResponseError
 
 from .. import positions
 from . import scripts
-from .base import TRANSIENT, Backoff, RedisRelay, RelaySettings, new_client, now_entry_id
+from .base import PAGE, TRANSIENT, Backoff, RedisRelay, RelaySettings, new_client, now_entry_id
 
 log = logging.getLogger("scopehub.relay.streams")
 
@@ -101,17 +101,19 @@ class StreamsRelay(RedisRelay):
             key = stream_key(*scope)
             slot = self.slots[zlib.crc32(key.encode()) % len(self.slots)]
             try:
-                cursor = await asyncio.wait_for(self._open_group(keys=[key], args=[self.group, self.ttl_ms]), 2.0)
+                cursor = await asyncio.wait_for(self._open_group(
+                    keys=[key, nodes_key(*scope)],
+                    args=[self.group, self.ttl_ms, self.instance, self._node_expiry()]), 2.0)
                 needs_group = False
             except TRANSIENT as e:
-                # DEL-1 allows the ack; the reader creates the group once the store is back.
+                # DEL-1 allows the ack; the reader creates the group once the store is back (and
+                # the heartbeat lists this node in the scope's node set).
                 self.metrics.error("xread_errors", e)
                 cursor, needs_group = now_entry_id(), True
             slot.streams[key] = _Reading(scope_type, scope_id, cursor)
             if needs_group:
                 slot.needs_group.add(key)
             self._open[scope] = slot
-            await self._best_effort(self.write.zadd(nodes_key(*scope), {self.instance: self._node_expiry()}))
             await self._wake(slot)
 
     async def on_last_unsubscribed(self, scope_type: str, scope_id: str) -> None:
@@ -162,15 +164,20 @@ class StreamsRelay(RedisRelay):
     # -- replay ---------------------------------------------------------------------------------
     async def replay(self, scope_type, scope_id, since):
         key, since_id = stream_key(scope_type, scope_id), positions.entry_str(since)
-        # Read the stream's end before its entries: an event appended in between then shows up
-        # among the entries instead of making an empty read look like a gap.
-        try:
-            info = await asyncio.wait_for(self.write.xinfo_stream(key), 5.0)
-        except ResponseError:
+        # The stream's end, then its first page, in one round trip: Redis runs them in order, so
+        # an event appended in between shows up among the entries instead of looking like a gap.
+        pipe = self.write.pipeline(transaction=False)
+        pipe.xinfo_stream(key)
+        pipe.xrange(key, min=f"({since_id}", max="+", count=PAGE)
+        info, entries = await asyncio.wait_for(pipe.execute(raise_on_error=False), 5.0)
+        if isinstance(info, ResponseError):
             return None  # no stream: whatever followed `since` is gone with it
-        entries = []
-        async for page in self._entries_after(key, since_id):
-            entries.extend(page)
+        if isinstance(entries, Exception):
+            raise entries
+        entries = list(entries)
+        if len(entries) == PAGE:
+            async for page in self._entries_after(key, entries[-1][0]):
+                entries.extend(page)
         if entries:
             # The oldest retained entry after `since` must link back to it, else some were trimmed
             # or the stream is a new one (deleted, expired, lost in a restart).
