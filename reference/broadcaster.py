@@ -69,6 +69,10 @@ class Broadcaster(abc.ABC):
         cursor() while this node's reader lags behind the store."""
         return self.cursor(scope_type, scope_id)
 
+    async def ends(self, scopes: tuple[tuple[str, str], ...]) -> dict[tuple[str, str], tuple[int, int] | None]:
+        """end() of several scopes (relays: in one round trip)."""
+        return {scope: await self.end(*scope) for scope in scopes}
+
     def retention(self) -> dict:
         return {"max_len": None, "max_age_s": None}
 

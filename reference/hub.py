@@ -86,14 +86,22 @@ class Hub:
         for scope in tuple(conn.subscriptions):
             self.leave(conn, scope)
 
-    async def _open(self, scopes: tuple[Scope, ...]) -> None:
+    async def _open(self, scopes: tuple[Scope, ...], ends: bool = False) -> dict[Scope, Seq | None]:
         """Have the broadcaster read these scopes. A join in flight counts as a local subscriber,
-        so a concurrent last-unsubscribe cannot stop a reader we are about to use."""
+        so a concurrent last-unsubscribe cannot stop a reader we are about to use. With `ends`,
+        also returns each scope's newest stored entry, read after the reader is in place."""
         for scope in scopes:
             self._joining[scope] = self._joining.get(scope, 0) + 1
         try:
             for scope in scopes:
                 await self.broadcaster.on_first_subscriber(*scope)
+            if not ends:
+                return {}
+            try:
+                return await self.broadcaster.ends(scopes)
+            except Exception as e:  # the store is unreachable: no floor, the reader decides
+                log.warning("ends of %s unknown: %r", scopes, e)
+                return {}
         finally:
             for scope in scopes:
                 left = self._joining[scope] - 1
@@ -108,25 +116,34 @@ class Hub:
         if attach:
             conn.counted = True
         missing = tuple(s for s in scopes if s not in conn.subscriptions)
-        if missing:
-            await self._open(missing)
+        ends = await self._open(missing, ends=True) if missing else {}
         if conn.closed or not conn.counted:
             for scope in missing:
                 self._maybe_close(scope)
             return False
         for scope in missing:
-            self._add(conn, scope)
+            self._add(conn, scope, ends.get(scope))
         if attach:
             self.connections.add(conn)
         if ack is not None:
             conn.enqueue(ack)
         return True
 
-    def _add(self, conn: Connection, scope: Scope) -> None:
+    def _add(self, conn: Connection, scope: Scope, end: Seq | None = None) -> None:
         self.scopes.setdefault(scope, set()).add(conn)
         conn.subscriptions.add(scope)
         # Entries after the broadcaster's cursor reach this connection live; older ones did not.
-        conn.live_from[scope] = self.broadcaster.cursor(*scope)
+        cursor = conn.live_from[scope] = self.broadcaster.cursor(*scope)
+        if end is not None and (cursor is None or end > cursor):
+            # The reader is behind the store: what it hands over up to `end` predates this
+            # subscription (DEL-7), and a resume answered false must not show it (REP-4).
+            self._skip_to(conn, scope, end)
+
+    @staticmethod
+    def _skip_to(conn: Connection, scope: Scope, floor: Seq) -> None:
+        """Entries up to `floor` are not live for conn: deliver skips them (a resume replays them)."""
+        conn.floors[scope] = floor
+        conn.live_from[scope] = floor
 
     def leave(self, conn: Connection, scope: Scope) -> None:
         conn.subscriptions.discard(scope)
@@ -150,13 +167,14 @@ class Hub:
         Live frames of the scope are held back from the moment the connection holds it until
         the replay has been read; then the ack, the replayed frames and the held-back ones
         newer than the replay go out in scope order, each once (REP-3)."""
-        if scope not in conn.subscriptions:
+        held = scope in conn.subscriptions
+        if not held:
             await self._open((scope,))
             if conn.closed or not conn.counted:
                 self._maybe_close(scope)
                 return
             self._add(conn, scope)
-        live_from = conn.live_from.get(scope)  # entries after it reached conn live
+        live_from = conn.live_from.get(scope)  # entries after it reach conn live
         conn.hold(scope)
         entries = floor = None
         if since is not None:
@@ -164,9 +182,10 @@ class Hub:
                 entries = await self.broadcaster.replay(*scope, since)
             except Exception as e:  # the store is unreachable: an honest "not recovered"
                 log.warning("replay of %s failed: %r", scope, e)
-        if entries is None:
+        if entries is None and not held:
             # Nothing is replayed, so nothing stored before this answer may follow it, neither
-            # held back meanwhile nor handed over late by a reader behind the store (REP-4).
+            # held back meanwhile nor handed over late by a reader behind the store (REP-4). (On
+            # a scope held already, what came after `live_from` is owed to conn: DEL-1.)
             try:
                 floor = await self.broadcaster.end(*scope)
             except Exception as e:
@@ -185,14 +204,14 @@ class Hub:
             if not await conn.put(data):
                 return
             last = seq
-        if floor is not None:
-            last = floor
+        if entries is None:
+            last = floor if floor is not None else live_from if held else None
         for seq, data in conn.release(scope):
-            if (entries is None and floor is None) or seq > last:
+            if last is None or seq > last:
                 if not conn.enqueue(data):
                     return
-        if floor is not None:
-            conn.floors[scope] = floor  # until the reader hands over a newer entry (deliver)
+        if floor is not None and (live_from is None or floor > live_from):
+            self._skip_to(conn, scope, floor)
 
     def _maybe_close(self, scope: Scope) -> None:
         if not self.has_local(*scope):

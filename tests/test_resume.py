@@ -137,6 +137,33 @@ async def test_not_recovered_replays_nothing_even_from_a_lagging_reader(start_no
     assert _ids(late, "task") == [after["event_id"]]
 
 
+@pytest.mark.req("REP-4", "REP-3", "DEL-1", "DEL-2")
+@pytest.mark.parametrize("recovers", [False, True])
+async def test_resume_of_a_held_scope_behind_a_lagging_reader(start_node, session, world, recovers):
+    """The workspace scope is held from connect. Events stored before the connection joined and
+    handed over late are not live for it: a resume answered false skips them, one answered
+    true replays them; events stored after the join are owed either way (DEL-1), once."""
+    relay = _LaggingReader()
+    node = await start_node(broadcaster=relay)
+    holder = await _client(session, node.base, node.control, world.bob, world.ws_a)
+    seen = await node.control.publish("workspace", world.ws_a, {"type": "seen"})
+    relay.flush()
+    before = await _publish_n(node.control, "workspace", world.ws_a, 2, "before")  # stored, not yet read
+    late = await _client(session, node.base, node.control, world.alice, world.ws_a)
+    during = await node.control.publish("workspace", world.ws_a, {"type": "during"})  # after late joined
+    since = seen["pos"] if recovers else (await node.control.publish("chat", world.chat_alice, {}))["pos"]
+    ack = await late.subscribe("workspace", world.ws_a, since=since)
+    assert ack["payload"]["recovered"] is recovers
+    relay.flush()
+    after = await node.control.publish("workspace", world.ws_a, {"type": "after"})
+    relay.flush()
+    await holder.wait_for(_is(after["event_id"]))
+    await late.wait_for(_is(after["event_id"]))
+    owed = [during["event_id"], after["event_id"]]
+    assert _ids(late, "workspace") == ([b["event_id"] for b in before] if recovers else []) + owed
+    assert _ids(holder, "workspace")[-4:] == [b["event_id"] for b in before] + owed
+
+
 @pytest.mark.req("REP-7", "AZ-4")
 async def test_forbidden_scope_with_since_replays_nothing(node, connect, world):
     published = await node.control.publish("chat", world.chat_bob, {"type": "secret"})

@@ -79,9 +79,14 @@ class ShardedRelay(RedisRelay):
         return [] if last == since_id else None
 
     async def end(self, scope_type, scope_id):
-        key = shard_key(self.shard_for(scope_type, scope_id))
-        last = await asyncio.wait_for(self.write.hget(key + ":last", f"{scope_type}\0{scope_id}"), 2.0)
-        return positions.parse_entry(last) if last else None
+        return (await self.ends(((scope_type, scope_id),)))[(scope_type, scope_id)]
+
+    async def ends(self, scopes):
+        pipe = self.write.pipeline(transaction=False)
+        for scope_type, scope_id in scopes:
+            pipe.hget(shard_key(self.shard_for(scope_type, scope_id)) + ":last", f"{scope_type}\0{scope_id}")
+        lasts = await asyncio.wait_for(pipe.execute(), 2.0)
+        return {scope: positions.parse_entry(last) if last else None for scope, last in zip(scopes, lasts)}
 
     async def _end_of(self, key: str) -> str:
         try:

@@ -185,11 +185,16 @@ class StreamsRelay(RedisRelay):
         return [] if info["last-generated-id"] == since_id else None
 
     async def end(self, scope_type, scope_id):
-        try:
-            info = await asyncio.wait_for(self.write.xinfo_stream(stream_key(scope_type, scope_id)), 2.0)
-        except ResponseError:
-            return None  # no stream: nothing stored to skip
-        return positions.parse_entry(info["last-generated-id"])
+        return (await self.ends(((scope_type, scope_id),)))[(scope_type, scope_id)]
+
+    async def ends(self, scopes):
+        pipe = self.write.pipeline(transaction=False)
+        for scope in scopes:
+            pipe.xinfo_stream(stream_key(*scope))
+        infos = await asyncio.wait_for(pipe.execute(raise_on_error=False), 2.0)
+        # no stream (an error reply): nothing stored to skip
+        return {scope: None if isinstance(info, Exception) else positions.parse_entry(info["last-generated-id"])
+                for scope, info in zip(scopes, infos)}
 
     # -- reading --------------------------------------------------------------------------------
     async def _read_loop(self, slot: _Slot) -> None:
