@@ -43,11 +43,14 @@ class RelaySettings:
     publish_timeout_s: float = 2.0
 
 
-def new_client(url: str, *, read_timeout: float | None) -> aioredis.Redis:
-    # No retries inside redis-py: publish must fail fast (NODE-3), readers retry themselves.
-    return aioredis.Redis.from_url(url, decode_responses=True, socket_connect_timeout=1.0,
-                                   socket_timeout=read_timeout, retry=Retry(NoBackoff(), 0),
-                                   health_check_interval=0)
+def new_client(url: str, *, read_timeout: float | None, max_connections: int = 64) -> aioredis.Redis:
+    # No retries inside redis-py: publish must fail fast (NODE-3), readers retry themselves. A
+    # blocking pool: in a reconnect storm, commands beyond `max_connections` wait for a free
+    # connection (callers bound the wait) instead of failing at once with MaxConnectionsError.
+    pool = aioredis.BlockingConnectionPool.from_url(
+        url, max_connections=max_connections, timeout=5.0, decode_responses=True, socket_connect_timeout=1.0,
+        socket_timeout=read_timeout, retry=Retry(NoBackoff(), 0), health_check_interval=0)
+    return aioredis.Redis.from_pool(pool)  # owns the pool: aclose() closes it
 
 
 class Backoff:
