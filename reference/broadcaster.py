@@ -64,14 +64,13 @@ class Broadcaster(abc.ABC):
         still to come (used by resume to tell replayed from live)."""
         return None
 
-    async def end(self, scope_type: str, scope_id: str) -> tuple[int, int] | None:
-        """The scope's newest entry in the store (None: none, or unknown). It can be ahead of
-        cursor() while this node's reader lags behind the store."""
-        return self.cursor(scope_type, scope_id)
-
     async def ends(self, scopes: tuple[tuple[str, str], ...]) -> dict[tuple[str, str], tuple[int, int] | None]:
-        """end() of several scopes (relays: in one round trip)."""
-        return {scope: await self.end(*scope) for scope in scopes}
+        """Each scope's newest entry in the store (None: none, or unknown), in one round trip.
+        It can be ahead of cursor() while this node's reader lags behind the store."""
+        return {scope: self.cursor(*scope) for scope in scopes}
+
+    async def end(self, scope_type: str, scope_id: str) -> tuple[int, int] | None:
+        return (await self.ends(((scope_type, scope_id),)))[(scope_type, scope_id)]
 
     def retention(self) -> dict:
         return {"max_len": None, "max_age_s": None}

@@ -113,8 +113,8 @@ class _LaggingReader(MemoryBroadcaster):
     def cursor(self, scope_type, scope_id):
         return self.handed.get((scope_type, scope_id))
 
-    async def end(self, scope_type, scope_id):
-        return self._last.get((scope_type, scope_id))
+    async def ends(self, scopes):
+        return {scope: self._last.get(scope) for scope in scopes}
 
 
 @pytest.mark.req("REP-4", "DEL-1")

@@ -78,9 +78,6 @@ class ShardedRelay(RedisRelay):
             return self._replayed(scope_type, scope_id, mine)
         return [] if last == since_id else None
 
-    async def end(self, scope_type, scope_id):
-        return (await self.ends(((scope_type, scope_id),)))[(scope_type, scope_id)]
-
     async def ends(self, scopes):
         pipe = self.write.pipeline(transaction=False)
         for scope_type, scope_id in scopes:

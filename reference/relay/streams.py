@@ -184,9 +184,6 @@ class StreamsRelay(RedisRelay):
             return self._replayed(scope_type, scope_id, entries) if entries[0][1].get("p") == since_id else None
         return [] if info["last-generated-id"] == since_id else None
 
-    async def end(self, scope_type, scope_id):
-        return (await self.ends(((scope_type, scope_id),)))[(scope_type, scope_id)]
-
     async def ends(self, scopes):
         pipe = self.write.pipeline(transaction=False)
         for scope in scopes:
