@@ -18,9 +18,8 @@ from dataclasses import dataclass, field
 
 import aiohttp
 
-from .fake_redis import FakeRedisServer
 from .processes import NodeProcess
-from .redis_provision import ProvisionedRedis, RedisServer, free_port, provision
+from .redis_provision import LocalRedis, ProvisionedRedis, free_port, provision
 
 # What starts one reference node; another implementation's template uses the same placeholders.
 REFERENCE_COMMAND = (f"{shlex.quote(sys.executable)} -m scopehub serve --host {{host}} --port {{port}} "
@@ -73,7 +72,7 @@ class Cluster:
         return self.redis.url
 
     @property
-    def redis_server(self) -> RedisServer | FakeRedisServer | None:
+    def redis_server(self) -> LocalRedis | None:
         """The Redis this cluster started, if it did (only that one can be restarted)."""
         return self.redis.server if self.redis is not None else None
 

@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import threading
 
-from .redis_provision import HOST, RedisServerError
+from .redis_provision import HOST, LocalRedis, RedisServerError
 
 LABEL = "in-process fakeredis (not a real Redis: no redis-server found)"
 
 
-class FakeRedisServer:
+class FakeRedisServer(LocalRedis):
     """The RedisServer interface the simulator uses: start, stop, restart (same port, empty
     dataset, like a redis-server with persistence off), url, label."""
 
@@ -24,16 +24,6 @@ class FakeRedisServer:
         self._port: int | None = None
         self._tcp = None
         self._thread: threading.Thread | None = None
-
-    @property
-    def port(self) -> int | None:
-        return self._port
-
-    @property
-    def url(self) -> str:
-        if self._port is None:
-            raise RuntimeError("FakeRedisServer has no port yet: call start() first")
-        return f"redis://{HOST}:{self._port}/0"
 
     @property
     def running(self) -> bool:
@@ -76,9 +66,3 @@ class FakeRedisServer:
     def restart(self) -> FakeRedisServer:
         self.stop()
         return self.start()
-
-    def __enter__(self) -> FakeRedisServer:
-        return self.start()
-
-    def __exit__(self, *exc) -> None:
-        self.stop()

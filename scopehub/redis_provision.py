@@ -33,6 +33,7 @@ from collections.abc import Callable, Mapping
 from urllib.parse import urlsplit, urlunsplit
 
 __all__ = [
+    "LocalRedis",
     "ProvisionedRedis",
     "RedisServer",
     "RedisServerError",
@@ -129,7 +130,36 @@ def _tail(path: str | None, lines: int = 5) -> str:
     return " | ".join(kept)
 
 
-class RedisServer:
+class LocalRedis:
+    """A Redis this process started on 127.0.0.1: its port (kept across restarts) and URL; a
+    context manager that starts and stops it."""
+
+    _port: int | None = None
+
+    @property
+    def port(self) -> int | None:
+        return self._port
+
+    @property
+    def url(self) -> str:
+        if self._port is None:
+            raise RuntimeError(f"{type(self).__name__} has no port yet: call start() first")
+        return f"redis://{HOST}:{self._port}/0"
+
+    def start(self):
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+class RedisServer(LocalRedis):
     """A `redis-server` child on 127.0.0.1, persistence off, in its own temporary directory.
 
     `start()` picks a free port the first time and keeps it: `restart()` (stop, then start on the
@@ -151,16 +181,6 @@ class RedisServer:
         self._dir: str | None = None
 
     # ---- properties
-
-    @property
-    def port(self) -> int | None:
-        return self._port
-
-    @property
-    def url(self) -> str:
-        if self._port is None:
-            raise RuntimeError("RedisServer has no port yet: call start() first")
-        return f"redis://{HOST}:{self._port}/0"
 
     @property
     def pid(self) -> int | None:
@@ -322,12 +342,6 @@ class RedisServer:
         if directory:
             shutil.rmtree(directory, ignore_errors=True)
 
-    def __enter__(self) -> RedisServer:
-        return self.start()
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
-
 
 # --------------------------------------------------------------------------------------------
 # Docker / testcontainers
@@ -398,7 +412,7 @@ class ProvisionedRedis:
     `server` (what can be restarted: the RedisServer or FakeRedisServer we started). `stop()` stops what we started (nothing for
     an explicit URL) and is idempotent."""
 
-    def __init__(self, *, url: str, kind: str, label: str, server: RedisServer | None = None,
+    def __init__(self, *, url: str, kind: str, label: str, server: LocalRedis | None = None,
                  stopper: Callable[[], object] | None = None) -> None:
         self.url = url
         self.kind = kind
