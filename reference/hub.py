@@ -90,15 +90,18 @@ class Hub:
         """Have the broadcaster read these scopes. A join in flight counts as a local subscriber,
         so a concurrent last-unsubscribe cannot stop a reader we are about to use. With `ends`,
         also returns each scope's newest stored entry, read after the reader is in place."""
+        # A scope the broadcaster is not reading yet starts at the store's end now: nothing its
+        # reader hands over can predate this join, so only the others need their end read.
+        reading = tuple(s for s in scopes if self.broadcaster.cursor(*s) is not None) if ends else ()
         for scope in scopes:
             self._joining[scope] = self._joining.get(scope, 0) + 1
         try:
             for scope in scopes:
                 await self.broadcaster.on_first_subscriber(*scope)
-            if not ends:
+            if not reading:
                 return {}
             try:
-                return await self.broadcaster.ends(scopes)
+                return await self.broadcaster.ends(reading)
             except Exception as e:  # the store is unreachable: no floor, the reader decides
                 log.warning("ends of %s unknown: %r", scopes, e)
                 return {}

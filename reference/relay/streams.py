@@ -122,6 +122,8 @@ class StreamsRelay(RedisRelay):
             return
         if self.settings.linger_s:
             await asyncio.sleep(self.settings.linger_s)
+            if self._stopping:
+                return
         async with self._lock(scope):
             if scope not in self._open or (self.sink is not None and self.sink.has_local(*scope)):
                 return
