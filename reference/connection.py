@@ -111,8 +111,9 @@ class Connection:
         # scope the last entry the hub had delivered when this connection joined it.
         self.buffers: dict[tuple[str, str], list] | None = None
         self.live_from: dict[tuple[str, str], tuple[int, int] | None] = {}
-        # After `recovered: false` (REP-4): per scope, entries up to here predate the answer and
-        # are skipped when a lagging reader hands them over late.
+        # Per scope, entries up to here were stored before this connection held the scope (or
+        # before a `recovered: false` answer, REP-4): skipped when a reader behind the store
+        # hands them over late (the hub drops an entry once a newer one arrives).
         self.floors: dict[tuple[str, str], tuple[int, int]] = {}
         self._drained = asyncio.Event()  # put() waits on it for room in the queue
         self._room_wanted = 0  # put() calls waiting: while any, each write sets _drained
