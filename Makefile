@@ -3,7 +3,7 @@ VENV ?= .venv
 PYTHON ?= python3
 BIN := $(VENV)/bin
 
-.PHONY: test sim demo bench setup redis clean
+.PHONY: test test-fast sim demo bench setup redis clean
 
 setup: $(VENV)/.installed redis
 
@@ -21,6 +21,9 @@ $(VENV)/.installed: pyproject.toml
 
 test: setup  ## run every test (starts its own redis-server processes where needed)
 	$(BIN)/pytest $(PYTEST_ARGS)
+
+test-fast: setup  ## the inner loop: every test but the heavy ones (clusters, scenarios, suite runs)
+	$(BIN)/pytest --quick $(PYTEST_ARGS)
 
 # Without a redis-server (and none installable) the simulator runs on labelled in-process fakeredis.
 sim: $(VENV)/.installed  ## the main job: the built-in smoke scenario on a redis-server started for the run (SIM_ARGS for more)

@@ -40,59 +40,22 @@ import time
 from array import array
 from collections import defaultdict
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
-REQUIREMENTS = ("DEL-1", "DEL-2", "DEL-3", "DEL-4", "DEL-5", "DEL-6", "DEL-7",
-                "AZ-4", "EV-1", "EV-2", "REP-1", "REP-2", "REP-3", "REP-4", "NODE-1")
-STRICT_ONLY = frozenset({"DEL-4", "DEL-7"})
-RESUME_REQS = frozenset({"REP-1", "REP-2", "REP-3", "REP-4"})
+from .history import STALLS, STORE_RECOVERY_S
+from .requirements import CHECKER_IDS, REQUIREMENTS
+from .verdict import Anomaly, Outcome, Verdict, applicability, checker_verdict
+
 KINDS = ("loss", "duplicate", "reorder", "leak", "late_after_unsubscribe",
          "gap_on_open_connection", "lying_recovered", "replay_out_of_order", "stale_event",
          "replay_after_false", "missing_recovered_flag", "field_mismatch", "phantom")
-PASS, FAIL, NOT_CLAIMED, NOT_CHECKED, NO_EVIDENCE = "pass", "fail", "not claimed", "not checked", "no evidence"
 
 SERVER_KEYS = ("scope", "scope_id", "pos")  # REP-1 fields the server sets (EV-2)
 INF = math.inf
 
 
 # --- the report -------------------------------------------------------------------------------
-
-
-@dataclass
-class Anomaly:
-    """One violation: what kind, of which requirement, on which connection and event.
-    ``also`` names further requirements the same observation violates (NODE-1 when the
-    publish and the receiving connection were on different nodes, AZ-4 for a late event after
-    unsubscribe, ...). ``excerpt`` holds the history records involved, each with its ``line``
-    (1-based position in the checked stream); received frames the checker did not keep are
-    abridged to their ``event_id``."""
-
-    kind: str
-    requirement: str
-    conn: str | None
-    event_id: str | None
-    explanation: str
-    excerpt: list[dict] = field(default_factory=list)
-    also: tuple[str, ...] = ()
-
-    def to_dict(self) -> dict:
-        return {"kind": self.kind, "requirement": self.requirement, "conn": self.conn,
-                "event_id": self.event_id, "explanation": self.explanation,
-                "excerpt": self.excerpt, "also": list(self.also)}
-
-
-@dataclass
-class Verdict:
-    status: str  # pass | fail | not claimed | not checked | no evidence
-    reason: str  # one line
-    witnesses: list[Anomaly] = field(default_factory=list)  # the first few violations
-    violations: int = 0  # how many violations were found in all
-    evidence: int = 0  # how many observations exercised the requirement
-
-    def to_dict(self) -> dict:
-        return {"status": self.status, "reason": self.reason, "violations": self.violations,
-                "evidence": self.evidence, "witnesses": [w.to_dict() for w in self.witnesses]}
 
 
 @dataclass
@@ -108,7 +71,7 @@ class Report:
         return not self.failed()
 
     def failed(self) -> list[str]:
-        return [r for r, v in self.verdicts.items() if v.status == FAIL]
+        return [r for r, v in self.verdicts.items() if v.status == Outcome.FAIL]
 
     def anomalies(self) -> list[Anomaly]:
         """Every witness of every verdict, each once."""
@@ -130,7 +93,7 @@ class Report:
                  "counts: " + ", ".join(f"{k}={_fmt_num(v)}" for k, v in self.counts.items())]
         for r, v in self.verdicts.items():
             lines.append(f"{r:7} {v.status:12} {v.reason}")
-            if witnesses and v.status == FAIL:
+            if witnesses and v.status == Outcome.FAIL:
                 for a in v.witnesses:
                     lines.append(f"        - [{a.kind}] {a.explanation}")
         return "\n".join(lines)
@@ -228,10 +191,25 @@ class _Scope:
         self.unsubs: list[_Op] = []
 
 
+class _Stall:
+    """A fault window that keeps a node's clients from receiving (a frozen or restarting node,
+    a node cut off from its store, a store that is down): deadlines move past it, by `grace`."""
+
+    __slots__ = ("fault", "target", "start", "end", "grace", "lossy", "items")
+
+    def __init__(self, fault: str, target: str, start: float, grace: float, lossy: bool, item) -> None:
+        self.fault, self.target, self.start, self.grace, self.lossy = fault, target, start, grace, lossy
+        self.end = INF  # a fault that never ended stalls until the end of the history
+        self.items = [item]
+
+    def __str__(self) -> str:
+        return f"{self.fault} on {self.target} from t={_ts(self.start)} to t={_ts(self.end)}"
+
+
 class _Conn:
     __slots__ = ("cid", "node", "user", "ws", "t_inv", "t_ok", "inv", "ok", "closed_t", "closed_by",
                  "close", "last_recv_t", "last_recv_before_close", "pauses", "pause_ends", "scopes",
-                 "periods")
+                 "periods", "stalls")
 
     def __init__(self, cid: str, rec: dict, line: int) -> None:
         self.cid = cid
@@ -244,6 +222,7 @@ class _Conn:
         self.last_recv_before_close = -INF
         self.pauses: list[list] = []  # [start, end or None], in order
         self.pause_ends: list[float] = []  # their ends (inf: never resumed), for bisect
+        self.stalls: list[_Stall] = []  # faults that stalled this connection's node, by start
         self.scopes: dict[str, _Scope] = {}
         self.periods: list[_Period] = []
 
@@ -343,6 +322,8 @@ class Checker:
         self.deferred: list[tuple] = []  # receipts whose publish was not known yet
         self.scope_suspects: list[tuple] = []  # frames whose scope/scope_id differ from the publish
         self.pos_conflicts: list[tuple] = []  # receivers of one event that saw different pos
+        self.open_faults: dict[tuple[str, str], _Stall] = {}
+        self.node_stalls: dict[str, list[_Stall]] = defaultdict(list)
         self.line = 0
         self.t_end = -INF
         self.n = defaultdict(int)  # counts and evidence
@@ -379,7 +360,8 @@ class Checker:
         if typ in ("invoke", "ok", "fail", "info"):
             handler = self._ops.get((typ, rec.get("f")))
         else:
-            handler = {"close": self._close, "pause": self._pause, "resume": self._resume}.get(typ)
+            handler = {"close": self._close, "pause": self._pause, "resume": self._resume,
+                       "fault": self._fault}.get(typ)
         if handler is None:
             self.n["unknown_records"] += 1
             return
@@ -501,6 +483,26 @@ class Checker:
                 p.end, p.ended = t, (line, r)
                 if p.status == P_PENDING:
                     p.status = P_MAYBE
+
+    def _fault(self, r: dict, line: int) -> None:
+        """A nemesis fault: its window stalls the nodes it names (see history.STALLS)."""
+        kind = STALLS.get(r["fault"])
+        key = (r["fault"], r["target"])
+        if r["phase"] == "start":
+            if kind is None:
+                return  # client-side faults show up as the clients' own closes and pauses
+            grace = self._liveness() if kind == "liveness" else max(self._liveness(), STORE_RECOVERY_S)
+            stall = _Stall(r["fault"], r["target"], r["t"], grace, r["fault"] == "restart_redis", (line, r))
+            self.open_faults[key] = stall
+            for node in r["nodes"]:
+                self.node_stalls[node].append(stall)
+        elif key in self.open_faults:
+            stall = self.open_faults.pop(key)
+            stall.end = r["t"]
+            stall.items.append((line, r))
+
+    def _liveness(self) -> float:
+        return float(self._liveness_arg if self._liveness_arg is not None else self.meta.get("liveness_s", 5.0))
 
     def _pause(self, r: dict, line: int) -> None:
         c = self.conns.get(r["conn"])
@@ -809,6 +811,7 @@ class Checker:
         self._index()
         for c in self.conns.values():
             c.pause_ends = [INF if pe is None else pe for _, pe in c.pauses]
+            c.stalls = sorted(self.node_stalls.get(c.node, ()), key=lambda s: s.start)
         self._deferred()
         self._events_final()
         self._completeness()  # DEL-1, DEL-6, EV-1 evidence
@@ -905,6 +908,26 @@ class Checker:
             d = max(d + (pe - max(ps, t0)), pe + self.L)
         return d, first
 
+    def _stalled(self, c: _Conn, t0: float, d: float, stored: float | None = None) -> tuple[float, bool]:
+        """The deadline `d` of something due from `t0`, moved past every fault that stalled the
+        connection's node meanwhile: a stalled node cannot deliver, and delivers again within
+        the stall's grace once it ends. True as well when a store restart may have taken the
+        event (stored at `stored`) with it before it was due."""
+        for s in c.stalls:
+            if s.start > d:
+                break
+            if s.end < t0:
+                continue
+            if s.lossy and stored is not None and stored <= s.start:
+                return d, True
+            d = max(d + (min(s.end, d) - max(s.start, t0)), s.end + s.grace)
+        return d, False
+
+    def _faults_during(self, c: _Conn, t0: float, t1: float) -> str:
+        """The faults that hit the connection's node between t0 and t1, for a witness."""
+        hit = [str(s) for s in c.stalls if s.start <= t1 and s.end >= t0]
+        return f"; fault(s) active meanwhile: {', '.join(hit)}" if hit else ""
+
     def _slow_close_excuse(self, c: _Conn, anchor: float) -> bool:
         """DEL-6: a server MAY close a connection that falls behind, within slow_close_s of the
         overflow. We cannot see the overflow; we accept a server close within slow_close_s of
@@ -948,6 +971,11 @@ class Checker:
                     if pauses:
                         d, pz = self._deadline(c, ev.t_inv, d)
                     got = ev in received
+                    if c.stalls and not got:
+                        d, lost = self._stalled(c, ev.t_inv, d, ev.t_out)
+                        if lost or d > end:  # what the active fault made impossible
+                            n["excused_by_fault"] += 1
+                            continue
                     if d > end and not got:
                         continue  # closed, unsubscribed or history ended first: may
                     n["due"] += 1  # a delivery is evidence even when the period ended early
@@ -967,7 +995,7 @@ class Checker:
         until = f"t={_ts(p.end)}" if p.end is not None else "the end of the history"
         base = (f"conn {c.cid} held {p.skey} from t={_ts(p.start)} until {until}, so {ev.eid} "
                 f"(publish t={_ts(ev.t_inv)}, acknowledged t={_ts(ev.t_out)}) was due by t={_ts(d)}, "
-                f"but it never arrived")
+                f"but it never arrived{self._faults_during(c, ev.t_inv, d)}")
         items = lambda: _x(p.open, ev.inv, ev.out, p.ended, c.close)  # noqa: E731
         if pz is not None and gap:
             self.anoms.add("DEL-6", "gap_on_open_connection", c, ev,
@@ -995,6 +1023,8 @@ class Checker:
             evs, tinvs = self.sorted.get(p.skey, ((), ()))
             end = p.end if p.end is not None else t_end
             d, pz = self._deadline(c, op.ack_t, op.ack_t + L)
+            if c.stalls:
+                d, _ = self._stalled(c, op.ack_t, d)
             if d > end:
                 continue  # the connection ended before the replay was due
             lo = bisect.bisect_right(tinvs, since_ev.t_out)
@@ -1242,7 +1272,7 @@ class Checker:
     }
 
     def _active(self, req: str) -> bool:
-        return not ((req in RESUME_REQS and not self.resume) or (req in STRICT_ONLY and not self.strict))
+        return applicability(REQUIREMENTS[req], self.caps, self.profile) is None
 
     def _verdicts(self) -> Report:
         n = self.n
@@ -1257,32 +1287,19 @@ class Checker:
         n["ev1"] = n["exclusion_opportunities"] + n["due_global"]
         n["node1"] = n["cross_node_deliveries"]
         verdicts = {}
-        for req in REQUIREMENTS:
+        for req in CHECKER_IDS:
             key, what = self._EVIDENCE[req]
-            evidence = n.get(key, 0)
             if req == "NODE-1":
                 found, witnesses = self.anoms.node1(self._active)
             else:
                 found, witnesses = self.anoms.count.get(req, 0), self.anoms.kept.get(req, [])
-            if req in RESUME_REQS and not self.resume:
-                v = Verdict(NOT_CLAIMED, "the target does not claim capability resume")
-            elif req in STRICT_ONLY and not self.strict:
-                v = Verdict(NOT_CHECKED, "checked only in profile strict")
-            elif found:
-                v = Verdict(FAIL, f"{found} violation{'s' if found != 1 else ''} "
-                                  f"(first: {witnesses[0].kind}); {what}: {evidence}",
-                            list(witnesses), found)
-            elif evidence:
-                v = Verdict(PASS, f"no violation; {what}: {evidence}")
-            else:
-                v = Verdict(NO_EVIDENCE, f"nothing in the history exercised it ({what}: 0)")
-            v.evidence = evidence
-            verdicts[req] = v
+            verdicts[req] = checker_verdict(req, claimed=self.caps, profile=self.profile, violations=found,
+                                            witnesses=witnesses, evidence=n.get(key, 0), what=what)
         counts = {k: n.get(k, 0) for k in (
             "events", "acknowledged", "indeterminate", "failed", "connections", "deliveries",
             "due", "due_replay", "late_deliveries", "excused_slow_close", "resumes",
             "resumes_unknown_since", "cross_node_deliveries", "unattributed_deliveries",
-            "recorder_errors", "malformed_records", "unknown_records")}
+            "recorder_errors", "malformed_records", "unknown_records", "excused_by_fault")}
         counts["records"] = self.line
         counts["checked_events"] = counts["events"]
         return Report(verdicts, counts, self.profile, tuple(sorted(self.caps)))

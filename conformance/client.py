@@ -12,6 +12,8 @@ from typing import Any
 
 import aiohttp
 
+from .frames import answers_to, is_auth_answer
+
 DEFAULT_TIMEOUT = 5.0
 
 
@@ -93,7 +95,8 @@ class WsClient:
         client = cls(ws)
         if token is not None and auth:
             await client.send({"type": "auth", "payload": {"token": token}})
-            ack = await client.wait_for(lambda f: isinstance(f, dict) and ("type" in f or "error" in f), timeout)
+            # events of the auto-subscribed scopes may come before the ack (HS-6): skipped, kept
+            ack = await client.wait_for(is_auth_answer, timeout)
             if ack.get("type") != "auth_ack":
                 await client.close()
                 raise AuthRefused(ack.get("error", str(ack)))
@@ -129,12 +132,12 @@ class WsClient:
             payload["since"] = since
         start = len(self.frames)
         await self.send({"type": "subscribe", "payload": payload})
-        return await self.wait_for(lambda f: _answer(f, "subscribe", scope, id_), timeout, start=start)
+        return await self.wait_for(lambda f: answers_to(f, "subscribe", scope, id_), timeout, start=start)
 
     async def unsubscribe(self, scope: str, id_: str, *, timeout: float = DEFAULT_TIMEOUT) -> dict:
         start = len(self.frames)
         await self.send({"type": "unsubscribe", "payload": {"scope": scope, "id": id_}})
-        return await self.wait_for(lambda f: _answer(f, "unsubscribe", scope, id_), timeout, start=start)
+        return await self.wait_for(lambda f: answers_to(f, "unsubscribe", scope, id_), timeout, start=start)
 
     async def wait_for(self, pred: Callable[[Any], bool], timeout: float = DEFAULT_TIMEOUT, *, start: int = 0) -> Any:
         """The first frame at index >= start matching pred; TimeoutError if none arrives in time."""
@@ -175,8 +178,3 @@ class ConnectionClosed(Exception):
         super().__init__(f"connection closed (code {code})")
         self.code = code
 
-
-def _answer(frame: Any, kind: str, scope: str, id_: str) -> bool:
-    return (isinstance(frame, dict) and frame.get("type") in (f"{kind}_ack", f"{kind}_error")
-            and isinstance(frame.get("payload"), dict)
-            and frame["payload"].get("scope") == scope and frame["payload"].get("id") == id_)

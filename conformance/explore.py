@@ -1,8 +1,10 @@
 """Exploration: a hypothesis rule-based state machine that connects and closes clients on any
 node, subscribes and unsubscribes (allowed and forbidden scopes), publishes to any scope
 through any node, pauses readers, and disconnects-then-resumes, recording a history. After
-each run the history checker judges it; a failing run is shrunk by hypothesis and reported
-as a short step list with its seed and a command that replays it.
+each run the history checker judges it; a failing run is shrunk by hypothesis, within a time
+budget, and reported as a step list with its seed and a command that replays it. The machine
+records its own steps, so the report holds the shortest failing run found so far even when
+shrinking was cut short or hypothesis calls the failure flaky.
 
 Stateful rules cannot be coroutines: every rule drives its async work on one event loop that
 lives as long as the exploration."""
@@ -10,8 +12,12 @@ lives as long as the exploration."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections import Counter
+from collections.abc import Callable
+import functools
 import io
-import uuid
+import time
 from dataclasses import dataclass, field
 
 import aiohttp
@@ -26,11 +32,12 @@ from . import checker
 from .client import Control, ControlError
 from .history import HistoryWriter
 from .recorder import RecordedConnection, publish
+from .requirements import CHECKER_IDS, REQUIREMENTS
 from .target import TargetError
+from .verdict import Outcome, Verdict
 from .world import TestWorld
 
-CHECKED = ("DEL-1", "DEL-2", "DEL-3", "DEL-4", "DEL-5", "DEL-6", "DEL-7", "AZ-4", "EV-1", "EV-2",
-           "REP-1", "REP-2", "REP-3", "REP-4", "NODE-1")
+SHRINK_BUDGET_S = 60.0
 SETTLE_S = 0.2  # after the due events arrived: room for late extra frames (leaks, duplicates)
 LIVENESS_S = 5.0
 
@@ -48,6 +55,10 @@ class Env:
     histories: list[list[dict]] = field(default_factory=list)  # one per run, for the report
     last_report: checker.Report | None = None
     failing_report: checker.Report | None = None
+    failing_steps: list[str] | None = None  # the shortest failing run so far, as steps
+    # Stops and starts node i (SIGTERM), when the suite started the nodes itself; None otherwise.
+    restart: Callable[[int], None] | None = None
+    rules: Counter = field(default_factory=Counter)  # how often each rule ran, over every run
 
     def fixtures(self) -> dict:
         f = self.world.fixtures()
@@ -55,10 +66,25 @@ class Env:
         return f
 
 
+# The scopes the rules pick from, by index, with the names the steps show them by.
+SCOPES = [("workspace", "ws_a"), ("workspace", "ws_b"), ("user", "alice"), ("user", "bob"), ("user", "carol"),
+          ("task", "task_a"), ("task", "task_b"), ("task", "chat_task_alice"), ("task", "orphan_task"),
+          ("chat", "chat_alice"), ("chat", "chat_bob"), ("global", None)]
+
+
 def _scopes(w: TestWorld) -> list[tuple[str, str]]:
-    return [("workspace", w.ws_a), ("workspace", w.ws_b), ("user", w.alice), ("user", w.bob),
-            ("user", w.carol), ("task", w.task_a), ("task", w.task_b), ("task", w.chat_task_alice),
-            ("task", w.orphan_task), ("chat", w.chat_alice), ("chat", w.chat_bob), ("global", "all")]
+    return [(scope, getattr(w, name) if name else "all") for scope, name in SCOPES]
+
+
+def step(fn):
+    """Record the rule call as a step of this run (connections by their id, scopes by name)."""
+    @functools.wraps(fn)
+    def recorded(self, **kw):
+        shown = {k: (f"{SCOPES[v][0]}:{SCOPES[v][1] or 'all'}" if k == "scope" else v) for k, v in kw.items()}
+        self.steps.append(f"{fn.__name__}({', '.join(f'{k}={v!r}' if k != 'scope' else f'{k}={v}' for k, v in sorted(shown.items()))})")
+        self.env.rules[fn.__name__] += 1
+        return fn(self, **kw)
+    return recorded
 
 
 class Exploration(RuleBasedStateMachine):
@@ -67,6 +93,8 @@ class Exploration(RuleBasedStateMachine):
 
     def __init__(self):
         super().__init__()
+        self.steps: list[str] = []
+        self.restarted = False
         self.w = HistoryWriter(None, process="explore")
         self.w.meta(capabilities=sorted(self.env.capabilities), profile=self.env.profile)
         self.all: list[RecordedConnection] = []
@@ -101,6 +129,7 @@ class Exploration(RuleBasedStateMachine):
     # -- rules ------------------------------------------------------------------------------------
     @rule(target=conns, node=st.integers(0, 7), who=st.sampled_from(["alice", "alice-b", "bob", "carol"]),
           cookie=st.booleans())
+    @step
     def connect(self, node, who, cookie):
         w = self.env.world
         user, workspace = {"alice": (w.alice, w.ws_a), "alice-b": (w.alice, w.ws_b),
@@ -114,21 +143,25 @@ class Exploration(RuleBasedStateMachine):
         return c
 
     @rule(conn=conns)
+    @step
     def close(self, conn):
         self._run(conn.close())
 
     @rule(conn=conns, scope=st.integers(0, 11))
+    @step
     def subscribe(self, conn, scope):
         if conn.open and not conn.paused:
             self._run(conn.subscribe(*_scopes(self.env.world)[scope]))
 
     @rule(conn=conns, scope=st.integers(0, 11))
+    @step
     def unsubscribe(self, conn, scope):
         if conn.open and not conn.paused:
             self._run(conn.unsubscribe(*_scopes(self.env.world)[scope]))
 
     @rule(node=st.integers(0, 7), scope=st.integers(0, 11), exclude=st.booleans(),
           size=st.sampled_from([10, 200, 4000]), count=st.integers(1, 4))
+    @step
     def publish(self, node, scope, exclude, size, count):
         w = self.env.world
         s, sid = _scopes(w)[scope]
@@ -144,16 +177,58 @@ class Exploration(RuleBasedStateMachine):
                 self.due.append((done["event_id"], due))
 
     @rule(conn=conns)
+    @step
     def pause(self, conn):
         if conn.open:
             conn.pause()
 
     @rule(conn=conns)
+    @step
     def unpause(self, conn):
         conn.resume()
 
+    @rule(conn=conns, scope=st.integers(0, 10), node=st.integers(0, 7), count=st.integers(1, 3))
+    @step
+    def unsubscribe_then_publish(self, conn, scope, node, count):
+        """Leave a scope and publish to it at once: nothing published after the unsubscribe_ack
+        may arrive (DEL-5), which a plain publish rarely tests."""
+        if not (conn.open and not conn.paused):
+            return
+        w = self.env.world
+        s, sid = _scopes(w)[scope]
+        if self._run(conn.unsubscribe(s, sid)) is None:
+            return
+        url = self.env.urls[node % len(self.env.urls)]
+        due = [c for c in self.all if c.open and (s, sid) in c.held]
+        for _ in range(count):
+            done = self._run(publish(self.w, self.env.session, url, self.env.token, s, sid,
+                                     {"type": "explore", "payload": {"after": "unsubscribe"}}))
+            if done is not None:
+                self.due.append((done["event_id"], due))
+
+    # A restart costs about a second: one at most per run, and only one time in four it is drawn.
+    @precondition(lambda self: self.env.restart is not None and not self.restarted)
+    @rule(node=st.integers(0, 7), draw=st.integers(0, 3))
+    @step
+    def restart_node(self, node, draw):
+        """Stop a node (SIGTERM) and start it again: its clients are cut, the others must lose
+        nothing (NODE-1), and new subscribers on it must not get entries stored before (DEL-7)."""
+        if draw:
+            return
+        i = node % len(self.env.urls)
+        url = self.env.urls[i]
+        self.restarted = True
+        self.w.fault("restart_node", "start", f"node-{i + 1}", [url])
+        self.env.restart(i)
+        self._run(Control(self.env.session, url, self.env.token).fixtures(self.env.fixtures()))
+        self.w.fault("restart_node", "end", f"node-{i + 1}", [url])
+        for c in self.all:  # the server closed them: let their readers see it
+            if c.node == url:
+                self._run(c.wait_closed(), 10)
+
     @precondition(lambda self: "resume" in self.env.capabilities)
     @rule(target=conns, conn=conns, node=st.integers(0, 7))
+    @step
     def disconnect_then_resume(self, conn, node):
         """Close, reconnect as the same user (any node) and resume every scope it held."""
         if not conn.open or conn.paused:
@@ -184,7 +259,8 @@ class Exploration(RuleBasedStateMachine):
         report = checker.check(records, capabilities=self.env.capabilities, profile=self.env.profile)
         self.env.last_report = report
         if not report.ok:
-            self.env.failing_report = report
+            if self.env.failing_steps is None or len(self.steps) <= len(self.env.failing_steps):
+                self.env.failing_report, self.env.failing_steps = report, list(self.steps)
             raise AssertionError("the history checker found violations:\n" + report.summary())
 
     async def _settle(self) -> None:
@@ -199,12 +275,40 @@ class Exploration(RuleBasedStateMachine):
         await asyncio.sleep(SETTLE_S)  # frames a broken target sends late or twice
 
 
+@contextlib.contextmanager
+def _shrink_budget(seconds: float):
+    """Hypothesis stops shrinking after a fixed five minutes; bound it to `seconds` instead (the
+    best failing example found by then is what it reports)."""
+    try:
+        from hypothesis.internal.conjecture import engine
+    except ImportError:  # pragma: no cover - a hypothesis without the constant: no cap
+        yield
+        return
+    saved = getattr(engine, "MAX_SHRINKING_SECONDS", None)
+    if saved is None:
+        yield
+        return
+    engine.MAX_SHRINKING_SECONDS = max(1, int(seconds))
+    try:
+        yield
+    finally:
+        engine.MAX_SHRINKING_SECONDS = saved
+
+
+def not_checked(why: str) -> dict[str, Verdict]:
+    """The checker's verdicts when the exploration could not run."""
+    return {rid: Verdict(rid, REQUIREMENTS[rid].title, Outcome.NOT_CHECKED, why) for rid in CHECKER_IDS}
+
+
 def run(urls: list[str], token: str, *, seed: int, examples: int, profile: str, capabilities: set[str],
-        console=None, steps: int = 40, shrink: bool = True) -> tuple[dict, dict]:
-    """Explore; return (checker verdicts by requirement, a summary for the report)."""
+        console=None, steps: int = 40, shrink: bool = True, shrink_budget_s: float = SHRINK_BUDGET_S,
+        replay: str = "", restart: Callable[[int], None] | None = None) -> tuple[dict[str, Verdict], dict]:
+    """Explore on an event loop of its own (call it from a thread when one is running); return
+    (the checker's verdicts by requirement, a summary for the report)."""
     loop = asyncio.new_event_loop()
     session = loop.run_until_complete(_session())
-    env = Env(urls, token, loop, session, set(capabilities), profile)
+    env = Env(urls, token, loop, session, set(capabilities), profile, restart=restart)
+    started = time.monotonic()
     try:
         for u in urls:
             try:
@@ -217,26 +321,29 @@ def run(urls: list[str], token: str, *, seed: int, examples: int, profile: str, 
                        phases=[Phase.generate, Phase.shrink] if shrink else [Phase.generate], print_blob=True,
                        suppress_health_check=list(HealthCheck))
         if console is not None:
-            console.print(f"exploring: {examples} runs of up to {steps} steps, seed {seed}")
+            console.print(f"exploring: {examples} runs of up to {steps} steps, seed {seed}"
+                          + (f", shrinking for up to {shrink_budget_s:g} s" if shrink else ""))
         failure = None
-        with with_reporter(lambda msg: out.write(f"{msg}\n")):
+        with with_reporter(lambda msg: out.write(f"{msg}\n")), _shrink_budget(shrink_budget_s):
             try:
                 run_state_machine_as_test(hseed(seed)(machine), settings=cfg)
             except (AssertionError, Flaky) as e:  # Flaky: it failed, then passed on replay
-                failure = str(e).splitlines()[0] if str(e) else type(e).__name__
+                failure = f"{type(e).__name__}: " + (str(e).splitlines()[0] if str(e) else "")
     finally:
         loop.run_until_complete(session.close())
+        loop.run_until_complete(asyncio.sleep(0))  # let the connector's transports close on this loop
         loop.close()
     # A failing run's own report explains it best; otherwise judge every run's history at once.
     report = env.failing_report or checker.check(
         (r for h in env.histories for r in h), capabilities=capabilities, profile=profile)
-    verdicts = {rid: v for rid, v in (report.verdicts.items() if report else []) if rid in CHECKED}
-    summary = {"seed": seed, "runs": len(env.histories), "steps": out.getvalue().strip(),
-               "failure": failure, "history_lines": sum(len(h) for h in env.histories)}
+    verdicts = dict(report.verdicts)
+    summary = {"seed": seed, "runs": len(env.histories), "seconds": round(time.monotonic() - started, 1),
+               "steps": env.failing_steps or [], "failure": failure, "replay": replay, "rules": dict(env.rules),
+               "hypothesis": out.getvalue().strip(), "history_lines": sum(len(h) for h in env.histories)}
     if env.failing_report is not None:
         for v in verdicts.values():
-            if v.status == "fail":
-                v.reason = f"{v.reason} (exploration, seed {seed}; steps in the report)"
+            if v.status == Outcome.FAIL:
+                v.reason = f"{v.reason} (exploration, seed {seed}: {len(env.failing_steps or [])} steps in the report)"
     return verdicts, summary
 
 

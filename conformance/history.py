@@ -26,9 +26,16 @@ from typing import IO, Any, Literal, TypedDict
 # --- record types -----------------------------------------------------------------------------
 
 INVOKE, OK, FAIL, INFO = "invoke", "ok", "fail", "info"
-RECV, CLOSE, PAUSE, RESUME, META = "recv", "close", "pause", "resume", "meta"
+RECV, CLOSE, PAUSE, RESUME, META, FAULT = "recv", "close", "pause", "resume", "meta", "fault"
 OP_TYPES = frozenset({INVOKE, OK, FAIL, INFO})
-RECORD_TYPES = frozenset({INVOKE, OK, FAIL, INFO, RECV, CLOSE, PAUSE, RESUME, META})
+RECORD_TYPES = frozenset({INVOKE, OK, FAIL, INFO, RECV, CLOSE, PAUSE, RESUME, META, FAULT})
+#: fault kinds whose window stalls what they hit (the checker moves deadlines past them), and
+#: how long after the window delivery may take to resume: a node frozen or restarted resumes at
+#: the contract's liveness bound; a node cut off from its store, or a store that was down,
+#: within NODE-3's 10 s
+STALLS = {"pause_node": "liveness", "kill_node": "liveness", "restart_node": "liveness",
+          "link_cut": "store", "link_latency": "store", "restart_redis": "store", "pause_redis": "store"}
+STORE_RECOVERY_S = 10.0
 PUBLISH, CONNECT, SUBSCRIBE, UNSUBSCRIBE = "publish", "connect", "subscribe", "unsubscribe"
 OPERATIONS = frozenset({PUBLISH, CONNECT, SUBSCRIBE, UNSUBSCRIBE})
 
@@ -133,6 +140,15 @@ class Close(_Base):
     code: int | None
 
 
+class Fault(_Base):
+    """A fault of the simulator's nemesis: one record when it starts, one when it ends."""
+    type: Literal["fault"]
+    fault: str  # kill_node, pause_node, restart_node, restart_redis, link_cut, link_latency, ...
+    phase: Literal["start", "end"]
+    target: str  # what it hit, as the report names it: node-2, redis, clients
+    nodes: list[str]  # base URLs of the nodes whose clients it stalls (every node for the store)
+
+
 class Pause(_Base):  # also type="resume"
     type: Literal["pause", "resume"]
     conn: str
@@ -160,6 +176,7 @@ _REQUIRED: dict[tuple[str, str | None], tuple[str, ...]] = {
     (PAUSE, None): ("conn",),
     (RESUME, None): ("conn",),
     (META, None): (),
+    (FAULT, None): ("fault", "phase", "target", "nodes"),
 }
 
 
@@ -189,6 +206,8 @@ def validate(record: Any) -> list[str]:
         problems.append("recv is only for frames with an event_id")
     if (typ, f) == (OK, SUBSCRIBE) and record.get("answer") not in ("ack", "error"):
         problems.append("subscribe ok answer must be 'ack' or 'error'")
+    if typ == FAULT and (record.get("phase") not in ("start", "end") or not isinstance(record.get("nodes"), list)):
+        problems.append("fault phase must be 'start' or 'end' and nodes a list of node URLs")
     if typ == CLOSE and record.get("by") not in ("client", "server"):
         problems.append("close by must be 'client' or 'server'")
     return problems
@@ -322,6 +341,13 @@ class HistoryWriter:
     def pause(self, conn: str, *, t: float | None = None) -> dict:
         return self.write({"type": PAUSE, "conn": conn}, t)
 
+    def fault(self, fault: str, phase: str, target: str, nodes: list[str], *, t: float | None = None,
+              **extra: Any) -> dict:
+        """A nemesis fault starts (``phase="start"``) or ends (``"end"``); ``nodes`` are the base
+        URLs of the nodes whose clients it affects."""
+        return self.write({"type": FAULT, "fault": fault, "phase": phase, "target": target,
+                           "nodes": list(nodes), **extra}, t)
+
     def resume(self, conn: str, *, t: float | None = None) -> dict:
         return self.write({"type": RESUME, "conn": conn}, t)
 
@@ -385,6 +411,23 @@ def read_history(path: str | os.PathLike, *, chunk: int = 4096) -> Iterator[dict
                 if type(rec) is not dict:
                     raise HistoryError(f"{name}:{k}: a record must be a JSON object")
                 yield rec
+
+
+def write_history(records: Iterable[dict], path: str | os.PathLike) -> int:
+    """Write records as a history file (one JSON object per line); returns how many."""
+    dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, check_circular=False).encode
+    n = 0
+    with open(path, "w", encoding="utf-8") as f:
+        for rec in records:
+            f.write(dumps(rec) + "\n")
+            n += 1
+    return n
+
+
+def merge_files(paths: list[str | os.PathLike], out: str | os.PathLike) -> int:
+    """Merge several recorders' files into one history file ordered by ``t`` (a truncated last
+    line of a recorder that died mid-write is dropped, as :func:`read_history` does)."""
+    return write_history(merge_histories(*[p for p in paths if os.path.exists(p)]), out)
 
 
 def merge_histories(*sources: str | os.PathLike | Iterable[dict]) -> Iterator[dict]:

@@ -12,6 +12,7 @@ from typing import Any
 import aiohttp
 from ulid import ULID
 
+from .frames import is_auth_answer, is_event
 from .history import ABSENT, HistoryWriter
 
 _ANSWERS = {"subscribe_ack", "subscribe_error", "unsubscribe_ack", "unsubscribe_error"}
@@ -36,12 +37,16 @@ class RecordedConnection:
         self._reader: asyncio.Task | None = None
         self._closing = False
 
+    def __repr__(self) -> str:  # how the exploration's steps name it
+        return self.id
+
     @property
     def paused(self) -> bool:
         return not self._reading.is_set()
 
     async def connect(self, token: str, timeout: float = 5.0) -> bool:
         self.w.connect_invoke(self.id, self.node, self.user, self.workspace, self.auth)
+        self.held = {("workspace", self.workspace): None, ("user", self.user): None}
         params = {"workspace_id": self.workspace}
         headers = {"Cookie": f"multica_auth={token}"} if self.auth == "cookie" else {}
         try:
@@ -50,20 +55,43 @@ class RecordedConnection:
                 timeout=aiohttp.ClientWSTimeout(ws_close=2.0)), timeout)
             if self.auth != "cookie":
                 await self.ws.send_str(json.dumps({"type": "auth", "payload": {"token": token}}))
-                msg = await asyncio.wait_for(self.ws.receive(), timeout)
-                answer = json.loads(msg.data) if msg.type is aiohttp.WSMsgType.TEXT else {"error": str(msg.type)}
-                if answer != {"type": "auth_ack"}:
-                    raise ConnectionError(answer.get("error", str(answer)))
+                answer = await asyncio.wait_for(self._auth_answer(), timeout)
+                if answer.get("type") != "auth_ack":
+                    raise ConnectionError(str(answer.get("error", answer)))
         except (aiohttp.ClientError, asyncio.TimeoutError, ConnectionError, OSError, ValueError) as e:
             self.w.connect_fail(self.id, f"{type(e).__name__}: {e}"[:200])
+            self.held = {}
             if self.ws is not None:
                 await self.ws.close()
             return False
         self.open = True
-        self.held = {("workspace", self.workspace): None, ("user", self.user): None}
         self.w.connect_ok(self.id)
         self._reader = asyncio.create_task(self._read())
         return True
+
+    async def _auth_answer(self) -> dict:
+        """Read up to auth_ack or the error frame. Events of the scopes the connection already
+        holds may come first (HS-6): they are recorded as received."""
+        while True:
+            msg = await self.ws.receive()
+            if msg.type is not aiohttp.WSMsgType.TEXT:
+                return {"error": f"{msg.type.name} before the answer to auth"}
+            try:
+                frame = json.loads(msg.data)
+            except ValueError:
+                continue
+            if is_auth_answer(frame):
+                return frame
+            if is_event(frame):
+                self._received(frame)
+
+    def _received(self, frame: dict) -> None:
+        self.w.recv(self.id, frame)
+        self.received += 1
+        self.seen.add(frame["event_id"])
+        key = (frame.get("scope"), frame.get("scope_id"))
+        if key in self.held and isinstance(frame.get("pos"), str):
+            self.held[key] = frame["pos"]
 
     async def _read(self) -> None:
         assert self.ws is not None
@@ -80,13 +108,8 @@ class RecordedConnection:
                     continue
                 if not isinstance(frame, dict):
                     continue
-                if "event_id" in frame:
-                    self.w.recv(self.id, frame)
-                    self.received += 1
-                    self.seen.add(frame["event_id"])
-                    key = (frame.get("scope"), frame.get("scope_id"))
-                    if key in self.held and isinstance(frame.get("pos"), str):
-                        self.held[key] = frame["pos"]
+                if is_event(frame):
+                    self._received(frame)
                 elif frame.get("type") in _ANSWERS:
                     self._answer(frame)
         finally:

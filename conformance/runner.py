@@ -1,5 +1,7 @@
-"""Runs the selected cases against a target and turns case results and checker verdicts
-into one verdict per requirement."""
+"""Runs the selected cases against a target: the probes first, then the others side by side
+(each with its own fixture world), then the cases that change node-wide state, one at a time.
+Every case result carries one Finding per requirement it judged; `verdicts` turns them, with
+the checker's, into one Verdict per requirement (conformance/verdict.py decides)."""
 
 from __future__ import annotations
 
@@ -10,10 +12,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from .cases import Case, Failed, NotChecked
+from .cases import Case, Failed, NotChecked, SetupError
 from .context import CaseContext
-from .requirements import REQUIREMENTS
+from .requirements import REQUIREMENTS, order
 from .target import Target
+from .verdict import Finding, Outcome, Verdict, decide
 from .world import TestWorld
 
 CASE_TIMEOUT = 120.0
@@ -22,21 +25,12 @@ CASE_TIMEOUT = 120.0
 @dataclass
 class CaseResult:
     case: Case
-    status: str  # pass | fail | not claimed | not checked
+    status: Outcome
     reason: str = ""
     expected: Any = None
     received: Any = None
     duration_s: float = 0.0
-
-
-@dataclass
-class RequirementVerdict:
-    id: str
-    title: str
-    status: str  # pass | fail | not claimed | not checked | no evidence
-    reason: str = ""
-    cases: list[CaseResult] = field(default_factory=list)
-    anomalies: list[Any] = field(default_factory=list)  # from the history checker
+    findings: dict[str, Finding] = field(default_factory=dict)  # requirement -> what this case found
 
 
 def merge_fixtures(worlds: list[TestWorld]) -> dict:
@@ -50,26 +44,79 @@ def merge_fixtures(worlds: list[TestWorld]) -> dict:
     return merged
 
 
+def _one_line(e: BaseException) -> str:
+    tb = traceback.extract_tb(e.__traceback__)
+    where = f" (at {tb[-1].name}:{tb[-1].lineno})" if tb else ""
+    return f"{type(e).__name__}: {e}{where}".replace("\n", " ")
+
+
+def judge(c: Case, ctx: CaseContext, ended: BaseException | None) -> CaseResult:
+    """The case's result and its finding per requirement, from how it ended (None: it returned)
+    and the soft failures it recorded on the way."""
+    primary = c.reqs[0]
+    findings: dict[str, Finding] = {}
+    for f in ctx.failures:  # ctx.check: judged, the case went on
+        findings.setdefault(f.req or primary, Finding(Outcome.FAIL, f.reason, f.expected, f.received))
+    if isinstance(ended, Failed):
+        findings.setdefault(ended.req or primary, Finding(Outcome.FAIL, ended.reason, ended.expected, ended.received))
+    elif isinstance(ended, SetupError) and ended.req:
+        findings.setdefault(ended.req, Finding(Outcome.FAIL, f"{ended} (expected {ended.expected})"
+                                               if ended.expected else str(ended), ended.expected, ended.got))
+    if ended is None:
+        rest = Finding(Outcome.PASS)
+    elif isinstance(ended, Failed):
+        rest = Finding(Outcome.NOT_CHECKED, f"the case stopped at a failure of {ended.req or primary}")
+    elif isinstance(ended, NotChecked):
+        rest = Finding(Outcome.NOT_CHECKED, str(ended))
+    elif isinstance(ended, SetupError):
+        rest = Finding(Outcome.ERROR, str(ended), ended.expected, ended.got)
+    elif isinstance(ended, asyncio.TimeoutError):
+        rest = Finding(Outcome.ERROR, f"the case did not finish within {CASE_TIMEOUT:g} s")
+    else:  # the target answered in a way the case did not foresee
+        rest = Finding(Outcome.ERROR, _one_line(ended))
+    for rid in c.reqs:
+        findings.setdefault(rid, rest)
+    for rid, what in ctx.skipped:
+        if rid in findings and findings[rid].outcome == Outcome.PASS:
+            findings[rid] = Finding(Outcome.PASS, skipped=[*findings[rid].skipped, what])
+    failed = [f for f in findings.values() if f.outcome == Outcome.FAIL]
+    head = failed[0] if failed else rest
+    status = Outcome.FAIL if failed else rest.outcome
+    return CaseResult(c, status, head.reason, head.expected, head.received, findings=findings)
+
+
 async def run_case(c: Case, target: Target, world: TestWorld, quick: bool) -> CaseResult:
     ctx = CaseContext(target, world, quick=quick)
+    ctx.primary = c.reqs[0]
     started = time.monotonic()
+    ended: BaseException | None = None
     try:
         await asyncio.wait_for(ctx.prepare(), CASE_TIMEOUT)
         await asyncio.wait_for(c.fn(ctx), CASE_TIMEOUT)
-        result = CaseResult(c, "pass")
-    except Failed as e:
-        result = CaseResult(c, "fail", e.reason, e.expected, e.received)
-    except NotChecked as e:
-        result = CaseResult(c, "not checked", str(e))
-    except asyncio.TimeoutError:
-        result = CaseResult(c, "fail", f"the case did not finish within {CASE_TIMEOUT:g} s")
-    except Exception as e:  # the target misbehaved in a way the case did not foresee
-        tb = traceback.extract_tb(e.__traceback__)[-1]
-        result = CaseResult(c, "fail", f"{type(e).__name__}: {e} (at {tb.name}:{tb.lineno})".replace("\n", " "))
+    except asyncio.CancelledError:
+        raise
+    except Exception as e:  # noqa: BLE001 - every way a case ends is judged below
+        ended = e
     finally:
         await ctx.close_all()
+    result = judge(c, ctx, ended)
     result.duration_s = time.monotonic() - started
     return result
+
+
+def _skip(c: Case, target: Target, quick: bool) -> CaseResult | None:
+    """A case that does not run against this target, with why."""
+    if c.capability and c.capability not in target.capabilities:
+        outcome, why = Outcome.NOT_CLAIMED, f"the target does not claim {c.capability}"
+    elif c.min_nodes > len(target.urls):
+        outcome, why = Outcome.NOT_CHECKED, f"needs {c.min_nodes} nodes, got {len(target.urls)}"
+    elif quick and c.slow:
+        outcome, why = Outcome.NOT_CHECKED, "left out by --quick (waits on long timeouts)"
+    elif c.restarts and not target.restartable:
+        outcome, why = Outcome.NOT_CHECKED, "restarts a node: only when the suite starts the nodes (--node-command)"
+    else:
+        return None
+    return CaseResult(c, outcome, why, findings={rid: Finding(outcome, why) for rid in c.reqs})
 
 
 async def run_cases(target: Target, cases: list[Case], *, quick: bool, concurrency: int = 6,
@@ -77,18 +124,14 @@ async def run_cases(target: Target, cases: list[Case], *, quick: bool, concurren
     results: list[CaseResult] = []
     runnable: list[Case] = []
     for c in cases:
-        if c.capability and c.capability not in target.capabilities:
-            results.append(CaseResult(c, "not claimed", f"the target does not claim {c.capability}"))
-        elif c.min_nodes > len(target.urls):
-            results.append(CaseResult(c, "not checked", f"needs {c.min_nodes} nodes, got {len(target.urls)}"))
-        elif quick and c.slow:
-            results.append(CaseResult(c, "not checked", "left out by --quick (waits on long timeouts)"))
-        else:
+        skipped = _skip(c, target, quick)
+        if skipped is None:
             runnable.append(c)
-    for r in results:
-        if on_done:
-            on_done(r)
-    worlds = {c.name: TestWorld() for c in runnable}
+        else:
+            results.append(skipped)
+            if on_done:
+                on_done(skipped)
+    worlds = {c.name: TestWorld.sized(c.tasks) for c in runnable}
     await target.load(merge_fixtures(list(worlds.values())))
     gate = asyncio.Semaphore(concurrency)
 
@@ -99,45 +142,21 @@ async def run_cases(target: Target, cases: list[Case], *, quick: bool, concurren
         if on_done:
             on_done(r)
 
-    # Cases that change node-wide state run alone, after the others.
-    await asyncio.gather(*(one(c) for c in runnable if not c.exclusive))
+    # Probes establish what later cases depend on; cases that change node-wide state run alone, last.
     for c in runnable:
-        if c.exclusive:
+        if c.first:
+            await one(c)
+    await asyncio.gather(*(one(c) for c in runnable if not c.exclusive and not c.first))
+    for c in runnable:
+        if c.exclusive and not c.first:
             await one(c)
     return results
 
 
-def verdicts(selected: set[str], results: list[CaseResult], checker_verdicts: dict | None,
-             claimed: set[str], profile: str) -> dict[str, RequirementVerdict]:
-    """Per requirement: fail if any case or the checker failed it; pass if something checked
-    it and nothing failed; otherwise say why it was not judged."""
-    out: dict[str, RequirementVerdict] = {}
-    for rid in sorted(selected, key=_order):
-        req = REQUIREMENTS[rid]
-        v = RequirementVerdict(rid, req.title, "no evidence", "no case or exploration exercised it")
-        v.cases = [r for r in results if rid in r.case.reqs]
-        if req.capability and req.capability not in claimed:
-            v.status, v.reason = "not claimed", f"the target does not claim {req.capability}"
-        elif req.profile == "strict" and profile != "strict":
-            v.status, v.reason = "not checked", "strict profile only (--profile strict)"
-        else:
-            checked = checker_verdicts.get(rid) if checker_verdicts else None
-            failing = [r for r in v.cases if r.status == "fail"]
-            passing = [r for r in v.cases if r.status == "pass"]
-            if checked is not None:
-                v.anomalies = list(getattr(checked, "witnesses", []) or [])
-            if failing:
-                v.status, v.reason = "fail", failing[0].reason
-            elif checked is not None and checked.status == "fail":
-                v.status, v.reason = "fail", checked.reason
-            elif passing or (checked is not None and checked.status == "pass"):
-                v.status, v.reason = "pass", ""
-            elif v.cases:
-                v.status, v.reason = v.cases[0].status, v.cases[0].reason
-        out[rid] = v
-    return out
-
-
-def _order(rid: str) -> tuple[int, int]:
-    ids = list(REQUIREMENTS)
-    return ids.index(rid), 0
+def verdicts(selected: set[str], results: list[CaseResult], checked: dict[str, Verdict] | None,
+             claimed: set[str], profile: str) -> dict[str, Verdict]:
+    """One verdict per selected requirement, in the registry's order."""
+    checked = checked or {}
+    return {rid: decide(rid, claimed=claimed, profile=profile, case_results=results, checked=checked.get(rid),
+                        elsewhere=REQUIREMENTS[rid].elsewhere)
+            for rid in sorted(selected, key=order)}

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import aiohttp
 
@@ -21,6 +23,13 @@ class Target:
     session: aiohttp.ClientSession
     controls: list[Control] = field(default_factory=list)
     infos: list[dict] = field(default_factory=list)
+    # What the probes found out (conformance/cases/probes.py): fact -> (holds, why, as
+    # "REQ-ID: ..."), e.g. "event_id": (False, "EV-2: delivered frames carry no event_id").
+    facts: dict[str, tuple[bool, str]] = field(default_factory=dict)
+    # The processes of the nodes, when the suite started them itself (scopehub.cluster.Cluster):
+    # only then may a case stop and start a node.
+    cluster: Any = None
+    fixtures: dict | None = None  # what was loaded last: a node that comes back gets it again
 
     @classmethod
     async def open(cls, session: aiohttp.ClientSession, urls: list[str], token: str) -> "Target":
@@ -74,8 +83,27 @@ class Target:
         i = self.info
         return f"{i.get('implementation', '?')} {i.get('version', '')}".strip()
 
+    @property
+    def restartable(self) -> bool:
+        return self.cluster is not None
+
+    async def restart_node(self, i: int, while_down: Callable[[], Awaitable[None]] | None = None, *,
+                           reload: bool = True) -> None:
+        """Stop node i (SIGTERM), run `while_down`, start it again at the same URL and (`reload`)
+        give it the world again (a node may keep its fixtures only in memory)."""
+        node = self.cluster.nodes[i]
+        await node.terminate()
+        try:
+            if while_down is not None:
+                await while_down()
+        finally:
+            await node.start()
+        if reload and self.fixtures is not None:
+            await self.controls[i].fixtures(self.fixtures)
+
     async def load(self, fixtures: dict) -> None:
         """PUT the world on every node; each must answer 200 (CTL-2)."""
+        self.fixtures = fixtures
         for c in self.controls:
             try:
                 await c.fixtures(fixtures)

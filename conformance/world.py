@@ -15,9 +15,10 @@ def _id() -> str:
 @dataclass
 class TestWorld:
     __test__ = False  # not a pytest test class
-    """Two workspaces A and B. alice and bob are members of A; carol of B; dave is a member of
-    A but disabled; outsider belongs to none. Each workspace has an issue with a task; alice
-    has a chat in A with a chat task; bob has a chat in A too."""
+    """Two workspaces A and B. alice and bob are members of A; carol of B; erin of both; dave
+    is a member of A but disabled; outsider belongs to none. Each workspace has an issue with a
+    task; alice has a chat in A with a chat task; bob has a chat in A too; erin a chat in A with
+    a chat task (what she may see depends on the workspace she connected to)."""
 
     ws_a: str = field(default_factory=_id)
     ws_b: str = field(default_factory=_id)
@@ -28,6 +29,7 @@ class TestWorld:
     carol: str = field(default_factory=_id)
     dave: str = field(default_factory=_id)
     outsider: str = field(default_factory=_id)
+    erin: str = field(default_factory=_id)  # a member of A and of B
     issue_a: str = field(default_factory=_id)
     issue_b: str = field(default_factory=_id)
     task_a: str = field(default_factory=_id)  # issue task in A
@@ -35,15 +37,23 @@ class TestWorld:
     chat_alice: str = field(default_factory=_id)
     chat_bob: str = field(default_factory=_id)
     chat_task_alice: str = field(default_factory=_id)
+    chat_erin: str = field(default_factory=_id)  # erin's chat, in A
+    chat_task_erin: str = field(default_factory=_id)
     orphan_task: str = field(default_factory=_id)  # neither issue nor chat
     pat_alice: str = field(default_factory=lambda: "mul_" + secrets.token_hex(16))
     pat_dave: str = field(default_factory=lambda: "mul_" + secrets.token_hex(16))
+    more_tasks: list[str] = field(default_factory=list)  # further issue tasks in A, for cases that need many scopes
+
+    @classmethod
+    def sized(cls, tasks: int = 0) -> "TestWorld":
+        """A world with `tasks` further issue tasks in A."""
+        return cls(more_tasks=[_id() for _ in range(tasks)])
 
     def fixtures(self) -> dict:
         return {
             "workspaces": {
-                self.ws_a: {"slug": self.slug_a, "members": [self.alice, self.bob, self.dave]},
-                self.ws_b: {"slug": self.slug_b, "members": [self.carol]},
+                self.ws_a: {"slug": self.slug_a, "members": [self.alice, self.bob, self.dave, self.erin]},
+                self.ws_b: {"slug": self.slug_b, "members": [self.carol, self.erin]},
             },
             "disabled_users": [self.dave],
             "pats": {self.pat_alice: self.alice, self.pat_dave: self.dave},
@@ -52,10 +62,13 @@ class TestWorld:
                 self.task_a: {"issue": self.issue_a},
                 self.task_b: {"issue": self.issue_b},
                 self.chat_task_alice: {"chat": self.chat_alice},
+                self.chat_task_erin: {"chat": self.chat_erin},
                 self.orphan_task: {},
+                **{t: {"issue": self.issue_a} for t in self.more_tasks},
             },
             "chats": {
                 self.chat_alice: {"workspace": self.ws_a, "creator": self.alice},
                 self.chat_bob: {"workspace": self.ws_a, "creator": self.bob},
+                self.chat_erin: {"workspace": self.ws_a, "creator": self.erin},
             },
         }

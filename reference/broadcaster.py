@@ -146,4 +146,6 @@ class MemoryBroadcaster(Broadcaster):
         return {"max_len": self.max_len, "max_age_s": self.max_age_s}
 
     def snapshot(self) -> dict:
-        return {"strategy": self.name, "node_id": self.node_id, "connected": True, "published_total": self.published}
+        # HL-1: a node without a relay store reports no node id and connected: false, as Multica's
+        # single-node mode does
+        return {"strategy": self.name, "node_id": "", "connected": False, "published_total": self.published}

@@ -188,8 +188,7 @@ class Connection:
         if self._protocol.writing_paused:
             self._wakeup.set()  # the writer task writes them once the transport drains
             return
-        n = len(queue)
-        data = queue[0] if n == 1 else b"".join(queue)
+        data = queue[0] if len(queue) == 1 else b"".join(queue)
         queue.clear()
         self._scheduled = False
         try:
@@ -197,7 +196,6 @@ class Connection:
         except (ConnectionError, RuntimeError):
             self.abort()
             return
-        self._metrics.messages_sent += n
         if self._room_wanted:
             self._drained.set()
 

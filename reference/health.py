@@ -52,5 +52,5 @@ async def handle_health(request: web.Request) -> web.Response:
     snap = st.metrics.snapshot()
     snap["active_connections"] = len(st.hub.connections)  # HL-3: the live count, not a tally
     snap["node_id"] = st.config.node_id
-    snap["relay"] = {**RELAY_DEFAULTS, "node_id": st.config.node_id, **st.broadcaster.snapshot()}
+    snap["redis"] = {**RELAY_DEFAULTS, "node_id": st.config.node_id, **st.broadcaster.snapshot()}
     return web.json_response(snap, headers={"Cache-Control": "no-store"})

@@ -65,7 +65,8 @@ class Hub:
                 frame = text_frame(data)
             n += conn.enqueue(data, frame)
         if n:
-            self.metrics.sends_by_type[etype] += n
+            self.metrics.events_sent_by_type[etype] += n
+            self.metrics.messages_sent += n  # HL-1: event frames handed to connections, not answers
         return n
 
     # -- connections and subscriptions ---------------------------------------------------------
@@ -206,6 +207,7 @@ class Hub:
                 continue
             if not await conn.put(data):
                 return
+            self.metrics.messages_sent += 1
             last = seq
         if entries is None:
             last = floor if floor is not None else live_from if held else None
@@ -213,6 +215,7 @@ class Hub:
             if last is None or seq > last:
                 if not conn.enqueue(data):
                     return
+                self.metrics.messages_sent += 1
         if floor is not None and (live_from is None or floor > live_from):
             self._skip_to(conn, scope, floor)
 

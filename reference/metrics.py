@@ -16,7 +16,7 @@ class Metrics:
         self.inbound_too_large = 0
         self.subscribes: Counter[str] = Counter()
         self.subscribe_denied: Counter[str] = Counter()
-        self.sends_by_type: Counter[str] = Counter()
+        self.events_sent_by_type: Counter[str] = Counter()
 
     def snapshot(self) -> dict:
         return {
@@ -29,5 +29,5 @@ class Metrics:
             "inbound_too_large_total": self.inbound_too_large,
             "subscribes_total": dict(self.subscribes),
             "subscribe_denied_total": dict(self.subscribe_denied),
-            "sends_by_type": dict(self.sends_by_type),
+            "events_sent_by_type": dict(self.events_sent_by_type),
         }

@@ -21,13 +21,19 @@ def _logical(conn: str) -> str:
     return conn.rsplit(".", 1)[0]
 
 
+LIVENESS_S = 5.0  # DEL-1's bound: what a connection that closes sooner is not owed
+
+
 def summarize(records: Iterable[dict], *, t0: float, publish_end: float, node_names: dict[str, str],
-              windows: list) -> tuple[dict, dict]:
-    """(summary, series) for summary.json and the report's plots."""
+              windows: list, resume: bool = True) -> tuple[dict, dict]:
+    """(summary, series) for summary.json and the report's plots. With `resume` a client is owed
+    what was published while it reconnected (it resumes); without, only what was published
+    while one of its connections was open, long enough to be delivered (DEL-1)."""
     invoked = acked = failed = indeterminate = 0
     pub: dict[str, dict] = {}  # event_id -> {"t", "ok_t", "scope", "id", "exclude", "warm"}
     conn_info: dict[str, tuple[str, str, str]] = {}  # conn -> (user, workspace, node)
     first_ok: dict[str, float] = {}  # logical client -> first connect ok t
+    online: dict[str, list[list]] = defaultdict(list)  # logical client -> [connect ok t, close t or inf]
     wanted: dict[str, dict] = defaultdict(dict)  # logical client -> scope -> when first held
     left: dict[str, set] = defaultdict(set)  # scopes it unsubscribed from at some point (churn)
     got: dict[str, set] = defaultdict(set)
@@ -67,6 +73,7 @@ def summarize(records: Iterable[dict], *, t0: float, publish_end: float, node_na
         elif f == "connect" and typ == "ok":
             key = _logical(r["conn"])
             first_ok.setdefault(key, t)
+            online[key].append([t, math.inf, r["conn"]])
             user, ws, _ = conn_info.get(r["conn"], (None, None, None))
             wanted[key].setdefault(("workspace", ws), t)
             wanted[key].setdefault(("user", user), t)
@@ -92,6 +99,9 @@ def summarize(records: Iterable[dict], *, t0: float, publish_end: float, node_na
             left[_logical(r["conn"])].add((r["scope"], r["id"]))
         elif typ == "close":
             last_close[_logical(r["conn"])] = t
+            for span in online.get(_logical(r["conn"]), ()):
+                if span[2] == r["conn"]:
+                    span[1] = t
         elif typ == "recv":
             frame = r.get("frame") or {}
             eid, conn = frame.get("event_id"), r.get("conn")
@@ -124,6 +134,8 @@ def summarize(records: Iterable[dict], *, t0: float, publish_end: float, node_na
         held[("global", "all")] = first_ok.get(key, math.inf)
         for scope, since in held.items():
             for t, eid, exclude in by_scope.get(scope, ()):
+                if not resume and not any(a <= t and b >= pub[eid]["ok_t"] + LIVENESS_S for a, b, _ in online[key]):
+                    continue  # published while it was away, and nothing can bring it back
                 if t >= since and not (exclude and exclude == ws):
                     expected += 1
                     delivered += eid in got[key]

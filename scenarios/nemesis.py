@@ -1,7 +1,8 @@
 """Faults on a timeline (Jepsen's nemesis): process signals on nodes, Redis restarts, latency
 and cuts on one node's link to Redis through its proxy, and client-side faults sent to the
-client workers. Every fault window is recorded for the report, and everything is healed at the
-end of the fault phase."""
+client workers. Every fault's start and end go into the history (`fault` records: what, which
+nodes it stalls), so the checker can excuse what a fault makes impossible and a report can be
+rendered from the history alone; everything is healed at the end of the fault phase."""
 
 from __future__ import annotations
 
@@ -23,9 +24,10 @@ class Window:
 
 
 class Nemesis:
-    def __init__(self, sc: Scenario, cluster, broadcast_to_clients):
+    def __init__(self, sc: Scenario, cluster, broadcast_to_clients, history=None):
         self.sc, self.cluster = sc, cluster  # cluster: scenarios.sim.SimCluster
         self.tell_clients = broadcast_to_clients
+        self.history = history  # conformance.history.HistoryWriter of this process
         self.windows: list[Window] = []
         self.down: set[int] = set()  # nodes killed or paused now
         self._heals: list[asyncio.Task] = []
@@ -40,10 +42,23 @@ class Nemesis:
             await asyncio.sleep(max(0.0, started + fault.at - loop.time()))
             window = Window(fault.kind, self._target(fault), loop.time() - started)
             self.windows.append(window)
+            self._record(fault, "start")
             await self.apply(fault)
             self._open[i] = (fault, window)
             if fault.duration > 0 or fault.kind in ("restart_node", "restart_redis"):
                 self._heals.append(asyncio.create_task(self._heal_later(i, started, fault.duration)))
+
+    def _record(self, f: Fault, phase: str) -> None:
+        if self.history is None:
+            return
+        urls = self.cluster.urls
+        if f.node is not None:
+            nodes = [urls[f.node]]
+        elif f.kind in ("restart_redis", "pause_redis"):
+            nodes = list(urls)  # the store: every node's clients
+        else:
+            nodes = []  # client-side: the clients' own closes and pauses are in the history
+        self.history.fault(f.kind, phase, self._target(f), nodes)
 
     def _target(self, f: Fault) -> str:
         if f.node is not None:
@@ -59,6 +74,7 @@ class Nemesis:
         if fault is None:
             return
         await self.revert(fault)
+        self._record(fault, "end")
         window.end = asyncio.get_running_loop().time() - started
 
     async def apply(self, f: Fault) -> None:

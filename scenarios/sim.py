@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import datetime
-import heapq
 import json
 import multiprocessing
 import os
@@ -19,8 +18,9 @@ import aiohttp
 
 from conformance import checker
 from conformance.client import Control
-from conformance.history import HistoryWriter
-from conformance.requirements import REQUIREMENTS
+from conformance.history import HistoryWriter, merge_files, read_history
+from conformance.requirements import CONVERGENCE
+from conformance.verdict import Outcome, Verdict, decide
 from scopehub.cluster import Cluster, ClusterSpec
 from scopehub.processes import NodeStartError
 from scopehub.redis_provision import RedisUnavailable
@@ -121,28 +121,6 @@ async def _mint_tokens(session, urls, token, users: list[str]) -> dict[str, str]
     return tokens
 
 
-def _merge(paths: list[str], out_path: str) -> int:
-    """Merge per-process histories (each in time order) into one file ordered by t."""
-    files = [open(p, encoding="utf-8") for p in paths if os.path.exists(p)]
-    lines = 0
-    try:
-        keyed = [((json.loads(line).get("t", 0.0), line) for line in f) for f in files]
-        with open(out_path, "w", encoding="utf-8") as out:
-            for _, line in heapq.merge(*keyed, key=lambda x: x[0]):
-                out.write(line if line.endswith("\n") else line + "\n")
-                lines += 1
-    finally:
-        for f in files:
-            f.close()
-    return lines
-
-
-def _records(path: str):
-    with open(path, encoding="utf-8") as f:
-        for line in f:
-            yield json.loads(line)
-
-
 async def simulate(sc: Scenario, out_dir: str, *, seed: int, redis: str | None, progress, command: str = "") -> SimResult:
     os.makedirs(out_dir, exist_ok=True)
     parts_dir = os.path.join(out_dir, "parts")
@@ -185,7 +163,7 @@ async def simulate(sc: Scenario, out_dir: str, *, seed: int, redis: str | None, 
             await _until(lambda: live.pull(stats) and live.connected >= len(pop.clients), 60, progress, live)
             publisher = Publisher(sc, pop, writer, session, cluster.urls, token, lambda: [
                 i for i in range(sc.nodes) if i not in nemesis.down], seed)
-            nemesis = Nemesis(sc, cluster, lambda cmd: [q.put(cmd) for q in commands])
+            nemesis = Nemesis(sc, cluster, lambda cmd: [q.put(cmd) for q in commands], history=writer)
             progress.phase("warming up: one event per scope")
             await publisher.warm_up()
             loop = asyncio.get_running_loop()
@@ -219,37 +197,26 @@ async def simulate(sc: Scenario, out_dir: str, *, seed: int, redis: str | None, 
     progress.phase("checking the history")
     parts = [os.path.join(parts_dir, n) for n in sorted(os.listdir(parts_dir)) if n.endswith(".jsonl")]
     history = os.path.join(out_dir, "history.jsonl")
-    lines = _merge(parts, history)
+    lines = merge_files(parts, history)
     started = time.monotonic()
     caps = info.get("capabilities", [])
-    checked = checker.check(_records(history), capabilities=caps, profile="default")
+    checked = checker.check(read_history(history), capabilities=caps, profile="default")
     checker_s = time.monotonic() - started
     node_names = {u: f"node-{i + 1}" for i, u in enumerate(cluster.urls)}
-    summary, series = analysis.summarize(_records(history), t0=t0_mono, publish_end=publish_end,
-                                         node_names=node_names, windows=nemesis.windows)
+    summary, series = analysis.summarize(read_history(history), t0=t0_mono, publish_end=publish_end,
+                                         node_names=node_names, windows=nemesis.windows,
+                                         resume="resume" in caps)
     for figure, rid in (("reordered", "DEL-3"), ("leaked", "AZ-4")):  # counted by the checker, not again here
         v = checked.verdicts.get(rid)
         summary[figure] = v.violations if v is not None and v.status in ("pass", "fail") else None
+    summary["excused_by_fault"] = checked.counts.get("excused_by_fault", 0)  # deliveries a fault made impossible
     summary["checker_seconds"] = round(checker_s, 2)
     summary["history_lines"] = lines
-    verdicts = []
-    for rid in sc.checks:
-        v = checked.verdicts.get(rid)
-        if v is None:
-            verdicts.append({"id": rid, "title": REQUIREMENTS[rid].title, "status": "not checked",
-                             "reason": "the history checker does not judge it", "witnesses": []})
-        else:
-            d = v.to_dict()
-            verdicts.append({"id": rid, "title": REQUIREMENTS[rid].title, "status": d["status"],
-                             "reason": d["reason"], "witnesses": d["witnesses"]})
-    ratio = summary["delivery_ratio"]
-    conv_ok = ratio is not None and ratio >= sc.min_delivery_ratio
-    verdicts.append({"id": "CONVERGENCE", "title": f"after healing, delivered >= {sc.min_delivery_ratio:.2%} of acknowledged events",
-                     "status": "pass" if conv_ok else "fail",
-                     "reason": "" if conv_ok else (f"delivered {ratio:.4%} ({summary['lost']} lost of {summary['expected_deliveries']})"
-                                                   if ratio is not None else "no acknowledged event was due"),
-                     "witnesses": []})
-    passed = all(v["status"] != "fail" for v in verdicts)
+    found = [decide(rid, claimed=caps, profile="default", checked=checked.verdicts.get(rid), checked_by="history",
+                    elsewhere="the simulator's history checker does not judge it") for rid in sc.checks]
+    found.append(convergence(summary, sc.min_delivery_ratio, resume="resume" in caps))
+    verdicts = [v.to_dict() for v in found]
+    passed = not any(v.status == Outcome.FAIL for v in found)
     meta = {"scenario": sc.name, "description": sc.description, "seed": seed,
             "implementation": f"{info.get('implementation', '?')} {info.get('version', '')}".strip(),
             "node_command": sc.node_command, "nodes": sc.nodes, "relay": sc.relay, "redis": cluster.redis_label,
@@ -259,6 +226,20 @@ async def simulate(sc: Scenario, out_dir: str, *, seed: int, redis: str | None, 
         json.dump({"meta": meta, **summary, "verdicts": [{k: v[k] for k in ("id", "status", "reason")} for v in verdicts]}, f, indent=2)
     report.render_html(os.path.join(out_dir, "report.html"), meta=meta, summary=summary, series=series, verdicts=verdicts)
     return SimResult(passed, out_dir, {"meta": meta, **summary}, verdicts)
+
+
+def convergence(summary: dict, min_ratio: float, *, resume: bool) -> Verdict:
+    """The simulator's own check: after healing, the delivered share of what clients were owed.
+    Without `resume` a client is owed only what was published while it was connected."""
+    ratio = summary["delivery_ratio"]
+    owed = "acknowledged events" + ("" if resume else " published while the client was connected (no resume claimed)")
+    v = Verdict(CONVERGENCE.id, f"after healing, delivered >= {min_ratio:.2%} of {owed}", Outcome.PASS)
+    if ratio is None:
+        v.status, v.reason = Outcome.NO_EVIDENCE, "no acknowledged event was due"
+    elif ratio < min_ratio:
+        v.status = Outcome.FAIL
+        v.reason = f"delivered {ratio:.4%} ({summary['lost']} lost of {summary['expected_deliveries']})"
+    return v
 
 
 class _Stats:

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any
 
-from conformance.requirements import REQUIREMENTS
+from conformance.requirements import CHECKER_IDS, REQUIREMENTS
 
 FAULT_KINDS = {
     "kill_node": "SIGKILL one node; it is restarted at the end of the window (or at heal)",
@@ -21,7 +21,7 @@ FAULT_KINDS = {
     "client_jitter": "cut clients' sockets at random (every ~period_s, for ~down_s) during the window",
     "slow_readers": "make a fraction of clients stop reading for the window",
 }
-DEFAULT_CHECKS = ("DEL-1", "DEL-2", "DEL-3", "DEL-5", "AZ-4", "EV-1", "REP-2", "REP-3", "REP-4", "NODE-1")
+DEFAULT_CHECKS = CHECKER_IDS  # what the history checker judges (the registry says which)
 
 
 class ScenarioError(ValueError):

@@ -1,7 +1,10 @@
 """`scopehub conform`: point the suite at a target's nodes and get a verdict per requirement.
 
-Exit 0 when every checked requirement passed, 1 when any failed, 2 when the target could not
-be tested."""
+Exit 0: every judged requirement held; 1: at least one failed; 2: the suite could not check
+(a bad invocation, a target it cannot reach or drive, or checks that ended in error while
+nothing failed). One event loop owns the whole run: the nodes it starts, the cases and the
+exploration (on a thread of its own, whose loop the state machine drives), so nothing is left
+for a closed loop to clean up."""
 
 from __future__ import annotations
 
@@ -16,18 +19,22 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from conformance import cases as case_registry
-from conformance.requirements import REQUIREMENTS, SIMULATOR_ONLY, select
+from conformance import report
+from conformance.explore import SHRINK_BUDGET_S
+from conformance.requirements import CHECKER_IDS, REQUIREMENTS, select
 from conformance.runner import run_cases, verdicts
 from conformance.target import Target, TargetError
-from conformance import report
+from conformance.verdict import Outcome, exit_code
 
 
 def register(sub) -> None:
     p = sub.add_parser(
         "conform", help="run the conformance suite against a target's nodes",
         description="Check an implementation of the realtime fanout contract (docs/protocol.md) through "
-        "its WebSocket endpoint and control API only, and report a verdict per requirement. "
-        "Exit 0: every checked requirement passed; 1: some failed; 2: the target could not be tested.")
+        "its WebSocket endpoint and control API only, and report a verdict per requirement: pass, fail, "
+        "error (a check could not run), not checked, not claimed or no evidence. "
+        "Exit 0: every judged requirement passed; 1: some failed; 2: the suite could not check "
+        "(bad flags, an unreachable target, or errors while nothing failed).")
     where = p.add_mutually_exclusive_group(required=True)
     where.add_argument("--node", dest="nodes", action="append", metavar="URL",
                        help="base URL of one running node, e.g. http://127.0.0.1:8080 (repeat for every node)")
@@ -44,9 +51,15 @@ def register(sub) -> None:
                    help="strict adds DEL-4 (scope order) and DEL-7 (no stale events)")
     p.add_argument("--only", metavar="IDS", help="check only these requirements or groups, e.g. HS,DEL-1")
     p.add_argument("--exclude", metavar="IDS", help="leave out these requirements or groups")
-    p.add_argument("--seed", type=int, help="seed of the exploration (default: random, printed)")
-    p.add_argument("--examples", type=int, metavar="N", help="exploration runs (default 12, --quick 3)")
-    p.add_argument("--quick", action="store_true", help="short run: no long-timeout cases, a short exploration")
+    p.add_argument("--seed", type=int, metavar="N", help="seed of the exploration (default: random, printed)")
+    p.add_argument("--examples", type=int, metavar="N",
+                   help="exploration runs (default 100, --quick 20): each enables a random subset of its rules "
+                        "(hypothesis's swarm testing), so fewer runs reach fewer kinds of step")
+    p.add_argument("--shrink-budget", type=float, default=SHRINK_BUDGET_S, metavar="SECONDS",
+                   help=f"how long the exploration may shrink a failing run (default {SHRINK_BUDGET_S:g}); "
+                        "the best failing steps found by then are reported")
+    p.add_argument("--quick", action="store_true",
+                   help="short run: no long-timeout cases, a short exploration without shrinking")
     p.add_argument("--no-explore", action="store_true", help="run the deterministic cases only")
     p.add_argument("--report", metavar="DIR", help="write report.json, junit.xml and report.html here")
     p.set_defaults(run=run)
@@ -55,82 +68,83 @@ def register(sub) -> None:
 def run(args: argparse.Namespace) -> int:
     from .cli import UserError
 
-    if args.node_command is None:
-        if not args.control_token:
-            raise UserError("--control-token is required with --node")
-        return _run(args)
+    if args.node_command is None and not args.control_token:
+        raise UserError("--control-token is required with --node")
     if args.node_count < 1:
         raise UserError("--nodes must be at least 1")
-    from .cluster import Cluster, ClusterSpec, render_command
-    from .processes import NodeStartError
-    from .redis_provision import RedisUnavailable
-
-    template = None if args.node_command == "reference" else args.node_command
-    if template is not None:
+    if args.shrink_budget <= 0:
+        raise UserError("--shrink-budget must be a positive number of seconds")
+    try:
+        selected = (select(args.only) or set(REQUIREMENTS)) - select(args.exclude)
+    except ValueError as e:
+        raise UserError(str(e)) from None
+    if not selected:
+        raise UserError("--only/--exclude leave no requirement to check")
+    for url in args.nodes or ():
+        if not url.startswith(("http://", "https://")):
+            raise UserError(f"--node {url!r} is not an http(s) URL")
+    template = None
+    if args.node_command is not None and args.node_command != "reference":
+        template = args.node_command
+        from .cluster import render_command
         if "{port}" not in template:
             raise UserError("--node-command must contain {port}")
         try:
             render_command(template, port="1", redis_url="redis://x", token="t", name="n", host="h", relay="r")
         except ValueError as e:
             raise UserError(str(e)) from None
+    console = Console()
+    return asyncio.run(_main(args, selected, template, console))
+
+
+async def _main(args: argparse.Namespace, selected: set[str], template: str | None, console: Console) -> int:
+    from .cli import UserError
+
+    if args.node_command is None:
+        return await _conform(args, selected, console)
+    from .cluster import Cluster, ClusterSpec
+    from .processes import NodeStartError
+    from .redis_provision import RedisUnavailable
+
     spec = ClusterSpec(nodes=args.node_count, node_command=template, redis_url=args.redis)
     if args.control_token:
         spec.control_token = args.control_token
     cluster = Cluster(spec)
     try:
-        asyncio.run(cluster.start())
-    except (NodeStartError, RedisUnavailable, OSError) as e:
-        asyncio.run(cluster.stop())
-        raise UserError(f"the target's nodes did not start: {str(e).splitlines()[0]}") from None
-    try:
+        try:
+            console.print(f"starting {args.node_count} node(s) of the target")
+            await cluster.start()
+        except (NodeStartError, RedisUnavailable, OSError) as e:
+            raise UserError(f"the target's nodes did not start: {str(e).splitlines()[0]}") from None
         args.nodes, args.control_token = cluster.urls, spec.control_token
-        args.started_with = args.node_command
-        return _run(args)
+        args.started_with, args.cluster = args.node_command, cluster
+        return await _conform(args, selected, console)
     finally:
-        asyncio.run(cluster.stop())
+        await cluster.stop()
 
 
-def _run(args: argparse.Namespace) -> int:
-    from .cli import UserError
-
-    try:
-        selected = select(args.only) or set(REQUIREMENTS)
-        selected -= select(args.exclude)
-    except ValueError as e:
-        raise UserError(str(e)) from None
-    if not selected:
-        raise UserError("--only/--exclude leave no requirement to check")
-    for url in args.nodes:
-        if not url.startswith(("http://", "https://")):
-            raise UserError(f"--node {url!r} is not an http(s) URL")
+async def _conform(args: argparse.Namespace, selected: set[str], console: Console) -> int:
     seed = args.seed if args.seed is not None else random.randrange(2**31)
-    console = Console(stderr=False)
+    replay = _replay_command(args, seed)
     try:
-        target, results = asyncio.run(_cases(args, selected, console))
+        target, results = await _cases(args, selected, console)
     except TargetError as e:
         console.print(f"[bold red]cannot test the target:[/] {e}")
         return 2
-    checker_verdicts, exploration = None, {}
-    if not args.no_explore:
-        from conformance import explore
-
-        try:
-            checker_verdicts, exploration = explore.run(
-                args.nodes, args.control_token, seed=seed, examples=args.examples or (3 if args.quick else 12),
-                profile=args.profile, capabilities=target.capabilities, console=console,
-                shrink=not args.quick)  # shrinking a failure can take minutes
-        except TargetError as e:
-            console.print(f"[bold red]cannot test the target:[/] {e}")
+    selected = selected | {why.split(":", 1)[0] for holds, why in target.facts.values() if not holds}
+    checked = None
+    exploration: dict = {}
+    if not args.no_explore and selected & set(CHECKER_IDS):
+        checked, exploration = await _explore(args, target, seed, replay, console)
+        if checked is None:
             return 2
-    found = verdicts(selected, results, checker_verdicts, target.capabilities, args.profile)
-    for rid in SIMULATOR_ONLY:
-        if rid in found and found[rid].status == "no evidence":
-            found[rid].status, found[rid].reason = "not checked", "needs process and network faults: use scopehub sim"
-    command = " ".join(shlex.quote(a) for a in sys.argv) if sys.argv else "scopehub conform"
-    replay = _replay_command(args, seed)
+    found = verdicts(selected, results, checked, target.capabilities, args.profile)
     report.print_table(console, found, f"scopehub conform: {target.implementation} ({len(args.nodes)} nodes)")
     console.print(f"seed {seed}; replay: {replay}")
+    if exploration.get("steps"):
+        console.print(f"exploration: failing run of {len(exploration['steps'])} steps (in the report with --report)")
     if args.report:
+        command = " ".join(shlex.quote(a) for a in sys.argv) if sys.argv else "scopehub conform"
         meta = {"target": {"urls": args.nodes, "implementation": target.implementation,
                            "node_command": getattr(args, "started_with", None),
                            "capabilities": sorted(target.capabilities), "infos": target.infos},
@@ -138,7 +152,31 @@ def _run(args: argparse.Namespace) -> int:
                 "exploration": exploration}
         for path in report.write(args.report, found, meta):
             console.print(f"wrote {path}")
-    return 1 if any(v.status == "fail" for v in found.values()) else 0
+    return exit_code(found.values())
+
+
+async def _explore(args, target: Target, seed: int, replay: str, console: Console):
+    """The exploration, on a thread with its own event loop. (None, {}) when the target cannot
+    be driven; the checker's verdicts 'not checked' when a probe found what it relies on missing."""
+    from conformance import explore
+
+    for fact in ("event_id", "given_event_id"):  # the exploration attributes frames by the ids it gives
+        missing = target.facts.get(fact)
+        if missing is not None and not missing[0]:
+            return explore.not_checked(f"depends on {missing[1]}"), {"skipped": f"depends on {missing[1]}"}
+    loop = asyncio.get_running_loop()
+
+    def restart(i: int) -> None:  # called from the exploration's thread; the nodes live on this loop
+        asyncio.run_coroutine_threadsafe(target.restart_node(i, reload=False), loop).result(60)
+    try:
+        return await asyncio.to_thread(
+            explore.run, args.nodes, args.control_token, seed=seed, examples=args.examples or (20 if args.quick else 100),
+            profile=args.profile, capabilities=target.capabilities, console=console, shrink=not args.quick,
+            shrink_budget_s=args.shrink_budget, replay=replay,
+            restart=restart if target.restartable else None)  # only nodes the suite started itself
+    except TargetError as e:
+        console.print(f"[bold red]cannot test the target:[/] {e}")
+        return None, {}
 
 
 def _replay_command(args: argparse.Namespace, seed: int) -> str:
@@ -156,20 +194,23 @@ def _replay_command(args: argparse.Namespace, seed: int) -> str:
 
 
 async def _cases(args, selected: set[str], console: Console):
-    chosen = [c for c in case_registry.load_all() if set(c.reqs) & selected]
+    # the probes always run: what they find missing is reported at its root, whatever was selected
+    chosen = [c for c in case_registry.load_all() if c.first or set(c.reqs) & selected]
     async with aiohttp.ClientSession() as session:
         target = await Target.open(session, args.nodes, args.control_token)
+        target.cluster = getattr(args, "cluster", None)  # the nodes it started: a case may restart one
         console.print(f"target: {target.implementation} · nodes: {len(target.urls)} · "
                       f"capabilities: {', '.join(sorted(target.capabilities)) or 'none'}")
-        failing = 0
+        counts = {Outcome.FAIL: 0, Outcome.ERROR: 0}
         with Progress(TextColumn("[bold]cases"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                       TextColumn("{task.description}"), console=console, transient=True) as progress:
             task = progress.add_task("", total=len(chosen))
 
             def done(r):
-                nonlocal failing
-                failing += r.status == "fail"
-                progress.update(task, advance=1, description=f"failing {failing} · last {r.case.name}")
+                if r.status in counts:
+                    counts[r.status] += 1
+                progress.update(task, advance=1, description=f"failing {counts[Outcome.FAIL]} · errors "
+                                f"{counts[Outcome.ERROR]} · last {r.case.name}")
 
             results = await run_cases(target, chosen, quick=args.quick, on_done=done)
     return target, results

@@ -12,18 +12,20 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import sys
+from collections import deque
 
 # Run as a script (`python tests/broken_node.py`): make the project importable from any cwd.
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from reference import authorizer as az  # noqa: E402
-from reference import events, tokens, ws_handler  # noqa: E402
+from reference import events, positions, tokens, ws_handler  # noqa: E402
 from reference.broadcaster import MemoryBroadcaster  # noqa: E402
 from reference.connection import Connection  # noqa: E402
 from reference.hub import Hub  # noqa: E402
-from reference.relay import streams  # noqa: E402
+from reference.relay import base, streams  # noqa: E402
 
 BUGS: dict[str, tuple[str, object]] = {}  # name -> (what the mistake is, patch function)
 
@@ -203,6 +205,140 @@ def _slow_drop() -> None:
             return True  # BUG: "drop and carry on" instead of evicting the slow consumer
         return orig(self, data, frame)
     Connection.enqueue = enqueue
+
+
+# -- under load, many scopes, long bursts, restarts (what only longer runs show) --------------------
+
+@bug("dedup-window", "every event frame reaches a connection twice (a relay loopback beside a local fast path), the "
+     "second copy 256 events later, and only a window of the connection's last 128 event ids deduplicates")
+def _dedup_window() -> None:
+    orig = Connection.enqueue
+    state: dict[int, tuple[deque, deque, list]] = {}  # id(conn) -> (window, pending copies, [count])
+
+    def enqueue(self, data, frame=None):
+        if not _is_event(data):
+            return orig(self, data, frame)
+        window, pending, count = state.setdefault(id(self), (deque(maxlen=128), deque(), [0]))
+        eid = json.loads(data).get("event_id")
+        ok = orig(self, data, frame) if eid not in window else True
+        window.append(eid)
+        count[0] += 1
+        pending.append((count[0] + 256, eid, data, frame))
+        while pending and pending[0][0] <= count[0]:
+            _, old, d, f = pending.popleft()
+            if old not in window:  # BUG: the window is all that stands between a copy and the client
+                orig(self, d, f)
+        return ok
+    Connection.enqueue = enqueue
+    _forget_on_init(state)
+
+
+@bug("bounded-read-pool", "one blocking read per open scope on a pool of 20 connections: a scope opened while 20 "
+     "are open is acknowledged but never read")
+def _bounded_read_pool() -> None:
+    orig = streams.StreamsRelay.on_first_subscriber
+
+    async def on_first_subscriber(self, scope_type, scope_id):
+        scope = (scope_type, scope_id)
+        if scope not in self._open and len(self._open) >= 20:
+            self._open[scope] = self.slots[0]  # BUG: waits for a pooled connection that never frees up
+            return
+        await orig(self, scope_type, scope_id)
+    streams.StreamsRelay.on_first_subscriber = on_first_subscriber
+
+
+@bug("stuck-writer", "a connection whose send queue fills is neither sent anything more nor closed (its writer "
+     "blocks for good)")
+def _stuck_writer() -> None:
+    orig = Connection.enqueue
+    stuck: dict[int, bool] = {}
+
+    def enqueue(self, data, frame=None):
+        if stuck.get(id(self)):
+            return True  # BUG: frames vanish behind the blocked writer
+        if not self.closed and len(self._queue) >= self.limit:
+            stuck[id(self)] = True
+            self._started = False  # the writer never writes again; nobody closes the connection
+            return True
+        return orig(self, data, frame)
+    Connection.enqueue = enqueue
+    _forget_on_init(stuck)
+
+
+# A consumer group named after the node, that keeps its position when it already exists.
+_KEEP_POSITION = """
+redis.call('ZADD', KEYS[2], ARGV[4], ARGV[3])
+local r = redis.pcall('XGROUP', 'CREATE', KEYS[1], ARGV[1], '$', 'MKSTREAM')
+if type(r) == 'table' and r.err then
+  for _, g in ipairs(redis.call('XINFO', 'GROUPS', KEYS[1])) do
+    local name, last = nil, nil
+    for i = 1, #g, 2 do
+      if g[i] == 'name' then name = g[i + 1] end
+      if g[i] == 'last-delivered-id' then last = g[i + 1] end
+    end
+    if name == ARGV[1] then return last end
+  end
+end
+local info = redis.call('XINFO', 'STREAM', KEYS[1])
+for i = 1, #info, 2 do
+  if info[i] == 'last-generated-id' then return info[i + 1] end
+end
+return '0-0'
+"""
+
+
+@bug("replay-after-restart", "each node reads a scope through a consumer group named after the node, and a restarted "
+     "node carries on from the group's old position: entries stored before a subscribe reach it")
+def _replay_after_restart() -> None:
+    orig = streams.StreamsRelay.__init__
+
+    def __init__(self, node_id, settings):
+        orig(self, node_id, settings)
+        self.group = f"node:{node_id}"  # BUG: the same group after a restart, at its old position
+        self._open_group = self.write.register_script(_KEEP_POSITION)
+    streams.StreamsRelay.__init__ = __init__
+
+    async def on_last_unsubscribed(self, scope_type, scope_id):
+        return None  # the group is kept for the node's next run
+    streams.StreamsRelay.on_last_unsubscribed = on_last_unsubscribed
+
+
+@bug("local-fast-path", "a node delivers its own publishes to its connections at once, and other nodes' when its "
+     "reader gets them from the store")
+def _local_fast_path() -> None:
+    orig_init, orig_publish, orig_deliver = base.RedisRelay.__init__, base.RedisRelay.publish, base.RedisRelay._deliver
+
+    def __init__(self, node_id, settings):
+        orig_init(self, node_id, settings)
+        self._fast: dict[tuple, dict] = {}  # (stream, entry id) -> fields, delivered at once, skipped when read back
+        append = self._append
+
+        async def spy(keys, args):
+            entry_id = await append(keys=keys, args=args)
+            at = list(args).index("b")
+            key = (keys[0], entry_id if isinstance(entry_id, str) else entry_id.decode())
+            self._fast.setdefault(key, {}).update(zip(args[at::2], args[at + 1::2]))
+            return entry_id
+        self._append = spy
+    base.RedisRelay.__init__ = __init__
+
+    async def publish(self, scope_type, scope_id, frame, exclude_workspace=None):
+        event_id, pos = await orig_publish(self, scope_type, scope_id, frame, exclude_workspace)
+        entry_id = positions.entry_str(positions.decode(pos, scope_type, scope_id))
+        fields = self._fast.get((streams.stream_key(scope_type, scope_id), entry_id))
+        if fields is not None and "b" in fields and not fields.get("sent"):  # BUG: its own subscribers get it at once,
+            fields["sent"] = True  # before what the reader has yet to bring from other nodes
+            orig_deliver(self, scope_type, scope_id, entry_id, fields)
+        return event_id, pos
+    base.RedisRelay.publish = publish
+
+    def _deliver(self, scope_type, scope_id, entry_id, fields):
+        own = self._fast.setdefault((streams.stream_key(scope_type, scope_id), entry_id), {})
+        if own.get("sent"):
+            return
+        own["sent"] = True  # read back before its publish came round to it (or another node's)
+        orig_deliver(self, scope_type, scope_id, entry_id, fields)
+    base.RedisRelay._deliver = _deliver
 
 
 # -- events --------------------------------------------------------------------------------------

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import secrets
 from dataclasses import dataclass, replace
 
@@ -21,6 +22,9 @@ from reference.state import STATE, NodeState
 # Hypothesis profiles: `dev` while working, `ci` (derandomized, no example database) when the
 # CI variable is set, `nightly` for long explorations: HYPOTHESIS_PROFILE=nightly make test.
 from hypothesis import HealthCheck, settings
+
+# The conformance cases run as the project's tests (tests/suite_runs.py, tests/test_cases.py).
+pytest_plugins = ["suite_runs"]
 
 _slow_ok = [HealthCheck.too_slow, HealthCheck.function_scoped_fixture]
 settings.register_profile("dev", max_examples=10, deadline=None, print_blob=True, suppress_health_check=_slow_ok)
@@ -163,3 +167,34 @@ async def start_cluster(session, world, redis_server):
     yield start
     for cluster in started:
         await cluster.stop()
+
+
+# -- tiers: `pytest` runs everything but the slow tier; `--slow` adds it (each twin liberty alone,
+# long explorations); `--quick` leaves out what starts clusters or runs scenarios (the inner loop).
+
+def pytest_configure(config):
+    # A run stopped with SIGTERM (CI's timeout, `timeout`, a supervisor) unwinds like Ctrl-C, so
+    # every fixture's teardown still stops the node and redis-server processes it started.
+    def stop(signum, frame):
+        raise KeyboardInterrupt(f"signal {signum}")
+    signal.signal(signal.SIGTERM, stop)
+
+
+def pytest_addoption(parser):
+    parser.addoption("--slow", action="store_true", help="also run the tests marked slow (long runs)")
+    parser.addoption("--quick", action="store_true",
+                     help="leave out the tests marked heavy (clusters, scenarios, suite runs): the inner loop")
+
+
+def pytest_collection_modifyitems(config, items):
+    skip_slow = pytest.mark.skip(reason="slow: run with --slow")
+    keep = []
+    for item in items:
+        if config.getoption("--quick") and item.get_closest_marker("heavy"):
+            continue
+        if not config.getoption("--slow") and item.get_closest_marker("slow"):
+            item.add_marker(skip_slow)
+        keep.append(item)
+    if len(keep) != len(items):
+        config.hook.pytest_deselected(items=[i for i in items if i not in keep])
+        items[:] = keep

@@ -213,7 +213,7 @@ async def test_churn_leaves_no_reader_or_group_behind(relay, start_cluster, sess
         await _until(no_task_groups, timeout=5)
         for i, url in enumerate(h.urls[:3]):
             async with session.get(url + "/health/realtime") as resp:
-                relay_state = (await resp.json())["relay"]
+                relay_state = (await resp.json())["redis"]
             if relay == "streams":  # readers follow subscribers: only workspace, user and global remain
                 held = {("workspace", world.ws_a), ("user", world.alice)} if i < 3 else set()
                 assert relay_state["active_readers"] == len(held) + 1

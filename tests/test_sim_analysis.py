@@ -56,3 +56,10 @@ def test_delivery_latency_and_resume_figures():
 def test_events_published_after_the_publish_window_are_not_expected():
     summary, _ = summarize(iter(_history()), t0=9.0, publish_end=12.9, node_names={N: "node-1"}, windows=[])
     assert (summary["expected_deliveries"], summary["lost"]) == (2, 0) and summary["delivery_ratio"] == 1.0
+
+
+def test_without_resume_a_client_is_owed_only_what_was_published_while_it_was_connected():
+    # e2 was published while c.0 was closed and before c.1 connected: only resume could bring it back
+    summary, _ = summarize(iter(_history()), t0=9.0, publish_end=20.0, node_names={N: "node-1"}, windows=[],
+                           resume=False)
+    assert (summary["expected_deliveries"], summary["delivered"], summary["lost"]) == (1, 0, 1)  # e3 only

@@ -99,14 +99,3 @@ async def health(session: aiohttp.ClientSession, node, headers: dict | None = No
     status, doc, _ = await http(session, "GET", node.base + "/health/realtime", headers=headers)
     assert status == 200, (status, doc)
     return doc
-
-
-async def put_world(node, fixtures: dict) -> None:
-    await node.control.fixtures(fixtures)
-
-
-def world_with_alice_in_both(world) -> dict:
-    """The test world, with alice a member of workspace B as well as A."""
-    fx = world.fixtures()
-    fx["workspaces"][world.ws_b]["members"].append(world.alice)
-    return fx

@@ -1,9 +1,15 @@
 """IN: inbound frames and limits.
 
-"Nothing else was answered" is checked by ordering, not by waiting: a connection's frames are
-read one after another and its answers go out in order, so once the pong to a later ping has
-arrived, any answer to an earlier frame would have arrived before it. Fragmented messages are
-sent by a minimal RFC 6455 client over a plain TCP connection (aiohttp always sets FIN)."""
+"Nothing else was answered" rests on IN-2's order sentence alone, never on waiting: a
+connection's answers go out in the order of the frames they answer, so once the answer to a later
+frame has arrived, every answer to an earlier one has arrived before it. Where answers must be
+counted exactly, the later frame is a subscribe to the connection's own workspace, whose answer
+names its scope and id (pongs all look alike: a pong wrongly given to ignored junk would pass for
+a marker ping's). Events may come between answers (IN-2, HS-6) and are skipped; answers may carry
+extra fields.
+
+Fragmented messages are sent by a minimal RFC 6455 client over plain TCP (conformance/rawws.py;
+aiohttp always sets FIN)."""
 
 from __future__ import annotations
 
@@ -13,41 +19,98 @@ from typing import Any
 
 import aiohttp
 
+from . import Failed, NotChecked, SetupError, case
 from .. import rawws
+from ..client import ConnectionClosed
+from ..frames import answers_to, is_answer
 from ..rawws import OP_BINARY, OP_CLOSE, OP_CONT, OP_PING, OP_TEXT, auth_of, ping_of
-from . import Failed, NotChecked, case
-from .handshake import CLOSED, AUTH_ACK, PING, PONG, answers, auth, auth_answer, bare_ws, is_answer, receive
+from .common import AUTH_ACK, PING, PONG, answers, auth, matches
 
 LIMIT = 65536  # IN-4: the largest inbound message allowed, in bytes
+ANSWER_WAIT = 5.0  # the suite's patience for one answer (the contract sets no bound)
 CLOSE_WAIT = 5.0
 
+IN1_PAYLOAD = ("If the payload is not an object, or the scope or id is missing or empty, the answer is "
+               '`{"type":"<type>_error","payload":{"scope":S,"id":I,"error":"invalid payload"}}`')
+IN2_PONG = '`{"type":"ping"}` is answered `{"type":"pong"}`.'
+IN2_ORDER = ("A connection's answers (`auth_ack`, `pong`, subscribe and unsubscribe answers) go out in the "
+             "order of the frames they answer")
+IN3_IGNORED = ("Frames that are not valid JSON, and frames of an unknown type, are ignored: no answer, and the "
+               "connection stays open and keeps working.")
+IN4_CLOSE = "An inbound message longer than 65,536 bytes closes the connection with code 1009, before or after auth."
+IN4_EXACT = "Exactly 65,536 bytes is allowed."
+IN4_FRAGMENTS = "The length is counted over all fragments of the message"
+IN5_KEEPALIVE = ("The server sends transport pings (default every 54 s) and closes a connection that has not "
+                 "answered within the pong timeout (default 60 s).")
 
-async def authed(ctx, user: str | None = None, node: int = 0):
-    """A token-authenticated connection of alice (or `user`) in workspace A."""
-    w = ctx.world
-    client = await ctx.raw(node=node, params={"workspace_id": w.ws_a})
-    ctx.equal(await auth_answer(ctx, client, await ctx.token(user or w.alice, node)), AUTH_ACK,
-              "the suite's token must be accepted")
-    return client
+
+# -- helpers ------------------------------------------------------------------------------------------------
+
+async def authed(ctx, node: int = 0):
+    """Set-up: alice's token-authenticated connection to workspace A."""
+    return await ctx.connect(ctx.world.alice, ctx.world.ws_a, node=node)
 
 
-async def answers_up_to_pong(ctx, client, start: int) -> list:
-    """Send a ping and return every answer (event frames left out) from `start` up to its pong."""
-    await client.send(PING)
-    await ctx.frame(client, lambda f: f == PONG, "the pong to a marker ping", start=start)
+async def unauthenticated(ctx, node: int = 0):
+    """Set-up: an upgraded connection to workspace A that has not authenticated yet."""
+    try:
+        return await ctx.raw(node=node, params={"workspace_id": ctx.world.ws_a})
+    except aiohttp.WSServerHandshakeError as e:
+        raise SetupError(f"open a WebSocket to node {node + 1}", f"HTTP {e.status}") from None
+
+
+async def until_answer(ctx, client, pred, what: str, *, start: int, req: str | None = None) -> Any:
+    """The first answer since `start` matching `pred`. The suite's patience (5 s) starts again
+    while other answers keep coming (slower answers are in bound: the contract sets none)."""
+    seen = -1
+    while True:
+        try:
+            return await client.wait_for(lambda f: is_answer(f) and pred(f), ANSWER_WAIT, start=start)
+        except asyncio.TimeoutError:
+            n = len(answers(client, start))
+            if n == seen:
+                raise Failed(f"no {what} within {ANSWER_WAIT:g} s of the last answer", what,
+                             answers(client, start)[-5:], req) from None
+            seen = n
+        except ConnectionClosed as e:
+            raise Failed(f"the connection closed (code {e.code}) before {what}", what, answers(client, start)[-5:],
+                         req) from None
+
+
+def _is_pong(f: Any) -> bool:
+    return matches(f, PONG)
+
+
+async def answered_before_marker(ctx, client, start: int, *, req: str) -> list:
+    """Subscribe to the connection's own workspace and return the answers received since `start`
+    before that subscribe's answer (IN-2: all of them, in order). The subscribe only has to be
+    answered, whatever the answer is; a connection that ends first fails `req`."""
+    ws = ctx.world.ws_a
+    await client.send({"type": "subscribe", "payload": {"scope": "workspace", "id": ws}})
+    marker = await until_answer(ctx, client, lambda f: answers_to(f, "subscribe", "workspace", ws),
+                                f"the answer to a marker subscribe to workspace:{ws}", start=start, req=req)
     got = answers(client, start)
-    return got[:got.index(PONG) + 1]
+    return got[:next(i for i, f in enumerate(got) if f is marker)]
+
+
+async def _send(client, data: str | bytes) -> None:
+    """Send a text (str) or binary (bytes) message; the server may close while it arrives."""
+    try:
+        await (client.ws.send_bytes(data) if isinstance(data, bytes) else client.send(data))
+    except (ConnectionError, RuntimeError):
+        pass
 
 
 # -- IN-1 ---------------------------------------------------------------------------------------------------
 
-# raw payload JSON (None: no payload member), echoed scope, echoed id
+# raw payload JSON (None: no payload member), echoed scope, echoed id (None: the payload is not an
+# object, so there is no S or I to echo and any is accepted)
 BAD_PAYLOADS = [
-    (None, "", ""),
-    ("null", "", ""),
-    ('"workspace"', "", ""),
-    ("42", "", ""),
-    ('["workspace","W"]', "", ""),
+    (None, None, None),
+    ("null", None, None),
+    ('"workspace"', None, None),
+    ("42", None, None),
+    ('["workspace","W"]', None, None),
     ("{}", "", ""),
     ('{"id":"some-id"}', "", "some-id"),
     ('{"scope":"task"}', "task", ""),
@@ -57,51 +120,95 @@ BAD_PAYLOADS = [
 ]
 
 
+def _invalid(kind: str, scope: str | None, sid: str | None) -> dict:
+    payload: dict = {"error": "invalid payload"}
+    if scope is not None:
+        payload.update(scope=scope, id=sid)
+    return {"type": f"{kind}_error", "payload": payload}
+
+
 async def _invalid_payloads(ctx, kind: str) -> None:
     client = await authed(ctx)
+    start = len(client.frames)
+    sent, want = [], []
     for raw, scope, sid in BAD_PAYLOADS:
         text = '{"type":"%s"}' % kind if raw is None else '{"type":"%s","payload":%s}' % (kind, raw)
-        start = len(client.frames)
         await client.send(text)
-        expected = {"type": f"{kind}_error", "payload": {"scope": scope, "id": sid, "error": "invalid payload"}}
-        ctx.equal(await answers_up_to_pong(ctx, client, start), [expected, PONG],
-                  f"{text} must be answered with exactly one {kind}_error echoing scope and id")
-    ack = await ctx.answer(client, kind, "workspace", ctx.world.ws_a)
-    ctx.equal(ack, {"type": f"{kind}_ack", "payload": {"scope": "workspace", "id": ctx.world.ws_a}},
-              f"after invalid payloads, a well-formed {kind} still works")
+        await client.send(PING)
+        sent.append(text)
+        want += [_invalid(kind, scope, sid), PONG]
+    got = await answered_before_marker(ctx, client, start, req="IN-1")
+    for i, text in enumerate(sent):
+        pair = got[2 * i:2 * i + 2]
+        ctx.expect(len(pair) == 2 and matches(pair[0], want[2 * i]) and _is_pong(pair[1]),
+                   f"{text} must be answered with one {kind}_error (invalid payload) echoing scope and id",
+                   want[2 * i:2 * i + 2], pair)
+    ctx.expect(len(got) == len(want), f"one {kind}_error per invalid payload and one pong per ping, nothing else",
+               len(want), got[len(want):][:5])
 
 
-@case("IN-1", title="subscribe with a payload that is not an object, or without scope or id: invalid payload")
+@case("IN-1", title="subscribe with a payload that is not an object, or without scope or id: invalid payload",
+      cites=IN1_PAYLOAD)
 async def in1_subscribe_invalid_payload(ctx):
     await _invalid_payloads(ctx, "subscribe")
 
 
-@case("IN-1", title="unsubscribe with a payload that is not an object, or without scope or id: invalid payload")
+@case("IN-1", title="unsubscribe with a payload that is not an object, or without scope or id: invalid payload",
+      cites=IN1_PAYLOAD)
 async def in1_unsubscribe_invalid_payload(ctx):
     await _invalid_payloads(ctx, "unsubscribe")
 
 
 # -- IN-2 ---------------------------------------------------------------------------------------------------
 
-@case("IN-2", title='every {"type":"ping"} is answered with exactly one {"type":"pong"}')
+@case("IN-2", title='every {"type":"ping"} is answered with exactly one {"type":"pong"}', cites=IN2_PONG)
 async def in2_ping_pong(ctx):
     client = await authed(ctx)
-    start = len(client.frames)
-    await client.send(PING)
-    ctx.equal(await ctx.frame(client, is_answer, "the pong", start=start), PONG,
-              'a ping must be answered {"type":"pong"}')
-    for text in ('{"type":"ping","payload":{"n":1}}', ' \n{ "type" : "ping" }\t'):
+    # extra fields and insignificant whitespace do not make a ping something else
+    for text in ('{"type":"ping"}', '{"type":"ping","payload":{"n":1}}', '{"type":"ping","payload":"x","id":42}',
+                 ' \n{ "type" : "ping" }\t'):
         start = len(client.frames)
         await client.send(text)
-        ctx.equal(await ctx.frame(client, is_answer, "the pong", start=start), PONG,
-                  f"{text!r} is a ping too and must be answered pong")
+        got = await until_answer(ctx, client, lambda f: True, "the pong", start=start)
+        ctx.expect(_is_pong(got), f'{text!r} must be answered {{"type":"pong"}}', PONG, got)
     start = len(client.frames)
     for _ in range(20):
         await client.send(PING)
-    await ctx.frame(client, lambda f: answers(client, start).count(PONG) >= 20, "20 pongs", start=start)
-    marker = await answers_up_to_pong(ctx, client, len(client.frames))
-    ctx.equal(answers(client, start), [PONG] * 21, "20 pings (and a marker ping) get exactly 21 pongs, nothing else")
-    ctx.equal(marker, [PONG], "one pong per ping")
+    got = await answered_before_marker(ctx, client, start, req="IN-2")
+    ctx.expect(len(got) == 20 and all(map(_is_pong, got)), "20 pings are answered with 20 pongs and nothing else",
+               [PONG] * 20, got)
+
+
+@case("IN-2", title="answers go out in the order of the frames they answer (auth included, frames sent at once)",
+      cites=IN2_ORDER)
+async def in2_answers_in_request_order(ctx):
+    w = ctx.world
+    client = await unauthenticated(ctx)
+    sent = [
+        ("auth_ack", auth(await ctx.token(w.alice)), lambda f: matches(f, AUTH_ACK)),
+        ("pong", PING, _is_pong),
+        (f"answer to subscribe task:{w.task_a}", {"type": "subscribe", "payload": {"scope": "task", "id": w.task_a}},
+         lambda f: answers_to(f, "subscribe", "task", w.task_a)),
+        (f"answer to subscribe task:{w.task_b}", {"type": "subscribe", "payload": {"scope": "task", "id": w.task_b}},
+         lambda f: answers_to(f, "subscribe", "task", w.task_b)),
+        (f"answer to unsubscribe chat:{w.chat_alice}",
+         {"type": "unsubscribe", "payload": {"scope": "chat", "id": w.chat_alice}},
+         lambda f: answers_to(f, "unsubscribe", "chat", w.chat_alice)),
+        ("pong", PING, _is_pong),
+        (f"answer to subscribe workspace:{w.ws_a}", {"type": "subscribe", "payload": {"scope": "workspace",
+                                                                                    "id": w.ws_a}},
+         lambda f: answers_to(f, "subscribe", "workspace", w.ws_a)),
+    ]
+    for _, frame, _ in sent:
+        await client.send(frame)
+    first = await until_answer(ctx, client, lambda f: True, "the answer to auth", start=0)
+    if isinstance(first, dict) and "error" in first:
+        raise SetupError("authenticate alice", first, expected=AUTH_ACK)
+    await until_answer(ctx, client, sent[-1][2], sent[-1][0], start=0)
+    got = answers(client)
+    order = [next((what for what, _, pred in sent if pred(f)), "something else") for f in got]
+    ctx.expect(order == [what for what, _, _ in sent], "the answers must come in the order of the frames sent",
+               [what for what, _, _ in sent], order)
 
 
 # -- IN-3 ---------------------------------------------------------------------------------------------------
@@ -109,104 +216,107 @@ async def in2_ping_pong(ctx):
 NOT_JSON = ['{"type":"ping"', "ping", "", "}{", "[" * 5000 + "]" * 5000, "x" * 60000]
 NOT_JSON_BINARY = [b"", b"\x00\x01\x02", b"\xff\xfe\xfd", b'{"type":"ping"']
 UNKNOWN = ['{"type":"hello","payload":{}}', '{"type":"PING"}', '{"type":"pong"}', "{}", '{"type":null}',
-           '{"type":7}', '{"payload":{"scope":"workspace","id":"x"}}', "null", "42", '"ping"', '[{"type":"ping"}]',
-           '{"type":"subscribe_ack","payload":{"scope":"workspace","id":"x"}}']
+           '{"type":7}', '{"type":{"name":"ping"}}', '{"payload":{"scope":"workspace","id":"x"}}', "null", "42",
+           '"ping"', '[{"type":"ping"}]', '{"type":"subscribe_ack","payload":{"scope":"workspace","id":"x"}}']
 
 
-async def _ignored(ctx, texts: list, binary: list, what: str) -> None:
-    w = ctx.world
+async def _ignored(ctx, frames: list, what: str) -> None:
+    """Send `frames` (str: text, bytes: binary), then a ping: the pong is the only answer, and
+    the connection stays open and keeps answering (a subscribe after them is answered)."""
     client = await authed(ctx)
     start = len(client.frames)
-    for text in texts:
-        await client.send(text)
-    for data in binary:
-        await client.ws.send_bytes(data)
-    ctx.equal(await answers_up_to_pong(ctx, client, start), [PONG], f"{what} must be ignored: no answer before the "
-                                                                     "pong to a later ping")
+    for data in frames:
+        await _send(client, data)
+    await client.send(PING)
+    await until_answer(ctx, client, _is_pong, f"the pong to a ping sent after {what}", start=start)
+    got = await answered_before_marker(ctx, client, start, req="IN-3")
+    ctx.expect(len(got) == 1 and _is_pong(got[0]), f"{what} must be ignored: no answer, only the pong to the ping "
+                                                   "sent after them", [PONG], got)
     ctx.expect(not client.closed, f"{what} must not close the connection", "open", f"closed ({client.close_code})")
-    ack = await ctx.answer(client, "subscribe", "task", w.task_a)
-    ctx.equal(ack, {"type": "subscribe_ack", "payload": {"scope": "task", "id": w.task_a}},
-              f"after {what} the connection still answers subscribes")
-    await ctx.event(client, await ctx.publish("task", w.task_a))
 
 
-@case("IN-3", title="frames that are not valid JSON are ignored; the connection keeps working")
+@case("IN-3", title="frames that are not valid JSON are ignored; the connection keeps working", cites=IN3_IGNORED)
 async def in3_invalid_json_ignored(ctx):
-    await _ignored(ctx, NOT_JSON, NOT_JSON_BINARY, "frames that are not valid JSON")
+    await _ignored(ctx, NOT_JSON + NOT_JSON_BINARY, "frames that are not valid JSON")
 
 
-@case("IN-3", title="frames of an unknown type (or no type) are ignored; the connection keeps working")
+@case("IN-3", title="frames of an unknown type (or no type) are ignored; the connection keeps working",
+      cites=IN3_IGNORED)
 async def in3_unknown_type_ignored(ctx):
-    await _ignored(ctx, UNKNOWN, [b'{"type":"nope"}'], "frames of an unknown type")
+    await _ignored(ctx, UNKNOWN + [b'{"type":"nope"}'], "frames of an unknown type")
 
 
 # -- IN-4 ---------------------------------------------------------------------------------------------------
 
-@case("IN-4", "HS-3", title="an auth message of exactly 65,536 bytes is accepted")
+async def _closed_1009(ctx, client, why: str) -> None:
+    code = await ctx.closed(client, "close code 1009", timeout=CLOSE_WAIT)
+    ctx.expect(code == 1009, f"{why} must close the connection with 1009", 1009, code)
+
+
+@case("IN-4", "HS-3", title="an auth message of exactly 65,536 bytes is accepted",
+      cites={"IN-4": IN4_EXACT, "HS-3": 'Success is answered `{"type":"auth_ack"}`.'})
 async def in4_auth_at_limit(ctx):
     w = ctx.world
-    client = await ctx.raw(params={"workspace_id": w.ws_a})
+    client = await unauthenticated(ctx)
     await client.send(auth_of(await ctx.token(w.alice), LIMIT).decode())
-    ctx.equal(await ctx.frame(client, is_answer, "auth_ack"), AUTH_ACK, "a 65,536-byte auth message is allowed")
-    ctx.equal(await answers_up_to_pong(ctx, client, len(client.frames)), [PONG], "the connection keeps working")
+    got = await until_answer(ctx, client, lambda f: True, "the answer to a 65,536-byte auth message", start=0)
+    ctx.expect(matches(got, AUTH_ACK), "a 65,536-byte auth message (a valid token and an extra field) must be "
+                                       "acknowledged", AUTH_ACK, got, req="HS-3")
 
 
-@case("IN-4", title="a message of 65,537 bytes before auth closes the connection with 1009")
+@case("IN-4", title="a message of 65,537 bytes before auth closes the connection with 1009",
+      cites=IN4_CLOSE)
 async def in4_over_limit_before_auth(ctx):
     w = ctx.world
-    client = await ctx.raw(params={"workspace_id": w.ws_a})
-    await client.send(auth_of(await ctx.token(w.alice), LIMIT + 1).decode())
-    code = await ctx.closed(client, "close code 1009", timeout=CLOSE_WAIT)
-    ctx.equal(code, 1009, "a 65,537-byte message before auth must close the connection with 1009")
+    for binary in (False, True):
+        client = await unauthenticated(ctx)
+        data = auth_of(await ctx.token(w.alice), LIMIT + 1)
+        await _send(client, data if binary else data.decode())
+        await _closed_1009(ctx, client, f"a {'binary' if binary else 'text'} message of 65,537 bytes before auth")
 
 
-@case("IN-4", title="a message of exactly 65,536 bytes after auth is processed (text and binary)")
+@case("IN-4", title="a message of exactly 65,536 bytes after auth is allowed (text and binary)", cites=IN4_EXACT)
 async def in4_at_limit_after_auth(ctx):
     client = await authed(ctx)
-    for binary in (False, True):
-        start = len(client.frames)
-        data = ping_of(LIMIT)
-        await (client.ws.send_bytes(data) if binary else client.send(data.decode()))
-        got = await ctx.frame(client, is_answer, "the pong to the 65,536-byte ping", start=start)
-        ctx.equal(got, PONG, f"a 65,536-byte {'binary' if binary else 'text'} ping must be answered pong")
+    start = len(client.frames)
+    await client.send(ping_of(LIMIT).decode())
+    got = await until_answer(ctx, client, lambda f: True, "the pong to a 65,536-byte ping", start=start)
+    ctx.expect(_is_pong(got), "a 65,536-byte ping must be answered pong", PONG, got)
+    await _send(client, ping_of(LIMIT))  # binary: that it is handled at all is not the contract's; it is allowed
+    await answered_before_marker(ctx, client, len(client.frames), req="IN-4")
+    ctx.expect(not client.closed, "a 65,536-byte binary message must not close the connection", "open",
+               f"closed ({client.close_code})")
 
 
-@case("IN-4", title="a message of 65,537 bytes after auth closes the connection with 1009")
+@case("IN-4", title="a message of 65,537 bytes after auth closes the connection with 1009 (text and binary)",
+      cites=IN4_CLOSE)
 async def in4_over_limit_after_auth(ctx):
-    client = await authed(ctx)
-    await client.send(ping_of(LIMIT + 1).decode())
-    code = await ctx.closed(client, "close code 1009", timeout=CLOSE_WAIT)
-    ctx.equal(code, 1009, "a 65,537-byte message after auth must close the connection with 1009")
-    ctx.equal(answers(client), [AUTH_ACK], "the oversized ping is not answered")
+    for binary in (False, True):
+        client = await authed(ctx)
+        data = ping_of(LIMIT + 1)
+        await _send(client, data if binary else data.decode())
+        await _closed_1009(ctx, client, f"a {'binary' if binary else 'text'} message of 65,537 bytes after auth")
 
 
-@case("IN-4", title="the limit counts UTF-8 bytes: 65,537 bytes of two-byte characters close with 1009")
+@case("IN-4", title="the limit counts UTF-8 bytes: 65,537 bytes of two-byte characters close with 1009",
+      cites={"IN-4": "An inbound message longer than 65,536 bytes closes the connection with code 1009"})
 async def in4_counts_bytes_not_characters(ctx):
     ok = await authed(ctx)
     start = len(ok.frames)
     await ok.send(ping_of(LIMIT, "é").decode())
-    ctx.equal(await ctx.frame(ok, is_answer, "the pong", start=start), PONG,
-              "a ping of 65,536 UTF-8 bytes must be answered")
+    got = await until_answer(ctx, ok, lambda f: True, "the pong to a ping of 65,536 UTF-8 bytes", start=start)
+    ctx.expect(_is_pong(got), "a ping of 65,536 UTF-8 bytes is allowed and must be answered", PONG, got)
     big = await authed(ctx)
     data = ping_of(LIMIT + 1, "é")
-    await big.send(data.decode())
-    code = await ctx.closed(big, "close code 1009", timeout=CLOSE_WAIT)
-    ctx.equal(code, 1009, f"65,537 UTF-8 bytes ({len(data.decode())} characters) are over the limit")
+    await _send(big, data.decode())
+    await _closed_1009(ctx, big, f"65,537 UTF-8 bytes ({len(data.decode())} characters)")
 
 
 class RawWebSocket(rawws.RawWebSocket):
-    """The raw client, with answers that fail the case."""
+    """The raw client, with reads that fail the case."""
 
-    @classmethod
-    async def connect(cls, url: str, params: dict) -> "RawWebSocket":
-        try:
-            return await super().connect(url, params)
-        except rawws.UpgradeRefused as e:
-            raise NotChecked(f"the raw client's upgrade was refused: {e}") from None
-
-    async def next_answer(self, what: str, timeout: float = 5) -> Any:
-        """The next text or binary frame that is not an event (transport pings are skipped), or
-        Failed naming `what`."""
+    async def next_answer(self, what: str, timeout: float = ANSWER_WAIT) -> Any:
+        """The next text or binary frame that is an answer (events and transport frames skipped)."""
         async def read():
             while True:
                 opcode, data = await self.recv_frame()
@@ -227,33 +337,43 @@ class RawWebSocket(rawws.RawWebSocket):
         except (asyncio.IncompleteReadError, ConnectionError):
             raise Failed(f"the connection ended before {what}", what, "end of stream") from None
 
-    async def close_code(self, timeout: float = CLOSE_WAIT) -> tuple[list, int | None]:
-        """Read until the close frame: (answers before it, its code). ("eof", None) when the
-        connection ended without a close frame."""
-        seen: list = []
-
+    async def close_code(self, timeout: float = CLOSE_WAIT) -> int | str | None:
+        """Read until the close frame and return its code ("eof": the connection ended without
+        one, "open": nothing within `timeout`)."""
         async def read():
             while True:
                 try:
                     opcode, data = await self.recv_frame()
                 except (asyncio.IncompleteReadError, ConnectionError):
                     return "eof"
-                if opcode in (OP_TEXT, OP_BINARY):
-                    try:
-                        doc = json.loads(data)
-                    except ValueError:
-                        doc = data
-                    if is_answer(doc):
-                        seen.append(doc)
-                elif opcode == OP_CLOSE:
+                if opcode == OP_CLOSE:
                     return self.close_code_of(data)
-        return seen, await asyncio.wait_for(read(), timeout)
-
+        try:
+            return await asyncio.wait_for(read(), timeout)
+        except asyncio.TimeoutError:
+            return "open"
 
 
 async def raw_socket(ctx, params: dict, node: int = 0) -> RawWebSocket:
-    sock = await RawWebSocket.connect(ctx.target.urls[node], params)
+    try:
+        sock = await RawWebSocket.connect(ctx.target.urls[node], params)
+    except (rawws.UpgradeRefused, OSError, asyncio.TimeoutError) as e:
+        raise SetupError(f"open a raw WebSocket to node {node + 1}", f"{type(e).__name__}: {e}") from None
     ctx.clients.append(sock)
+    return sock
+
+
+async def _raw_authed(ctx) -> RawWebSocket:
+    w = ctx.world
+    sock = await raw_socket(ctx, {"workspace_id": w.ws_a})
+    sock.send_frame(OP_TEXT, json.dumps(auth(await ctx.token(w.alice))).encode())
+    await sock.flush()
+    try:
+        got = await sock.next_answer("auth_ack")
+    except Failed as e:
+        raise SetupError("authenticate alice over the raw client", e.reason) from None
+    if not matches(got, AUTH_ACK):
+        raise SetupError("authenticate alice over the raw client", got, expected=AUTH_ACK)
     return sock
 
 
@@ -261,93 +381,148 @@ AT_LIMIT = [4096] * 16  # 65,536 bytes in 16 fragments
 OVER_LIMIT = [4096] * 16 + [1]  # 65,537 bytes: every fragment is small
 
 
-@case("IN-4", title="fragments adding up to 65,536 bytes pass; adding up to 65,537 bytes close with 1009 (after auth)")
+@case("IN-4", title="fragments adding up to 65,536 bytes pass; adding up to 65,537 bytes close with 1009 (after auth)",
+      cites=IN4_FRAGMENTS)
 async def in4_fragments_after_auth(ctx):
-    w = ctx.world
-    sock = await raw_socket(ctx, {"workspace_id": w.ws_a})
-    sock.send_frame(OP_TEXT, json.dumps(auth(await ctx.token(w.alice))).encode())
-    await sock.flush()
-    ctx.equal(await sock.next_answer("auth_ack"), AUTH_ACK, "the token must be accepted")
-    sock.send_fragmented(OP_TEXT, ping_of(LIMIT), AT_LIMIT)
-    await sock.flush()
-    ctx.equal(await sock.next_answer("the pong"), PONG,
-              "16 fragments adding up to 65,536 bytes are one allowed message")
-    data = ping_of(LIMIT + 1)
-    sock.send_frame(OP_TEXT, data[:4096], fin=False)
-    sock.send_frame(OP_PING, b"between fragments")  # RFC 6455 allows control frames between fragments
-    sock.send_fragmented(OP_CONT, data[4096:], [4096] * 15 + [1])
-    await sock.flush()
-    try:
-        _, code = await sock.close_code()
-    except asyncio.TimeoutError:
-        ctx.expect(False, "17 fragments adding up to 65,537 bytes must close the connection", 1009, "still open")
-    ctx.equal(code, 1009, "a fragmented message of 65,537 bytes in total must close the connection with 1009")
+    for opcode, kind in ((OP_TEXT, "text"), (OP_BINARY, "binary")):
+        sock = await _raw_authed(ctx)
+        sock.send_fragmented(opcode, ping_of(LIMIT), AT_LIMIT)
+        sock.send_frame(OP_TEXT, json.dumps(PING).encode())
+        await sock.flush()
+        got = await sock.next_answer(f"the pong after a {kind} message of 16 fragments adding up to 65,536 bytes")
+        ctx.expect(_is_pong(got), f"16 {kind} fragments adding up to 65,536 bytes are one allowed message", PONG, got)
+        data = ping_of(LIMIT + 1)
+        sock.send_frame(opcode, data[:4096], fin=False)
+        sock.send_frame(OP_PING, b"between fragments")  # RFC 6455 allows control frames between fragments
+        sock.send_fragmented(OP_CONT, data[4096:], OVER_LIMIT[1:])
+        await sock.flush()
+        code = await sock.close_code()
+        ctx.expect(code == 1009, f"17 {kind} fragments adding up to 65,537 bytes must close the connection with 1009",
+                   1009, code)
 
 
-@case("IN-4", "HS-3", title="fragments adding up to 65,537 bytes before auth close with 1009")
+@case("IN-4", "HS-3", title="an auth message in fragments adding up to 65,536 bytes is accepted; adding up to 65,537 "
+                            "bytes, it closes the connection with 1009",
+      cites={"IN-4": IN4_FRAGMENTS, "HS-3": 'Success is answered `{"type":"auth_ack"}`.'})
 async def in4_fragments_before_auth(ctx):
     w = ctx.world
     sock = await raw_socket(ctx, {"workspace_id": w.ws_a})
-    sock.send_fragmented(OP_TEXT, auth_of(await ctx.token(w.alice), LIMIT + 1), OVER_LIMIT)
+    sock.send_fragmented(OP_TEXT, auth_of(await ctx.token(w.alice), LIMIT), AT_LIMIT)
     await sock.flush()
     try:
-        _, code = await sock.close_code()
-    except asyncio.TimeoutError:
-        ctx.expect(False, "a fragmented auth of 65,537 bytes must close the connection", 1009, "still open")
-    ctx.equal(code, 1009, "a fragmented message of 65,537 bytes before auth must close the connection with 1009")
+        got = await sock.next_answer("the answer to an auth message of 16 fragments adding up to 65,536 bytes")
+    except Failed as e:
+        raise Failed(e.reason, AUTH_ACK, e.received, "IN-4") from None  # closed: the message was taken as too long
+    ctx.expect(matches(got, AUTH_ACK), "an auth message of 16 fragments adding up to 65,536 bytes (a valid token and "
+                                       "an extra field) must be acknowledged", AUTH_ACK, got, req="HS-3")
+    sock = await raw_socket(ctx, {"workspace_id": w.ws_a})
+    sock.send_fragmented(OP_TEXT, auth_of(await ctx.token(w.alice), LIMIT + 1), OVER_LIMIT)
+    await sock.flush()
+    code = await sock.close_code()
+    ctx.expect(code == 1009, "a fragmented message of 65,537 bytes before auth must close the connection with 1009",
+               1009, code)
 
 
 # -- IN-5 ---------------------------------------------------------------------------------------------------
 
+MAX_WAIT = 110.0  # what a case may wait in all (the runner stops it at 120 s)
+
+
 def _keepalive(ctx) -> tuple[float, float]:
     ping_s, pong_s = ctx.target.timeout("ping_s", 54), ctx.target.timeout("pong_s", 60)
-    if max(ping_s, pong_s) + 5 > 110:
+    if max(ping_s, pong_s) + 5 > MAX_WAIT:
         raise NotChecked(f"ping_s {ping_s:g} / pong_s {pong_s:g}: longer than a case may wait")
     return ping_s, pong_s
 
 
-async def _authed_bare(ctx):
+CLOSED = (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSING, aiohttp.WSMsgType.CLOSED, aiohttp.WSMsgType.ERROR)
+
+
+class _Bare:
+    """An aiohttp WebSocket read directly (transport pings visible, never answered), closed with the case."""
+
+    def __init__(self, ws: aiohttp.ClientWebSocketResponse):
+        self.ws = ws
+
+    async def close(self) -> None:
+        if not self.ws.closed:
+            await self.ws.close()
+
+
+async def _bare_authed(ctx) -> aiohttp.ClientWebSocketResponse:
+    """Set-up: alice's connection that never answers transport pings, authenticated."""
     w = ctx.world
-    ws = await bare_ws(ctx, {"workspace_id": w.ws_a}, autoping=False)
+    step = "authenticate alice on a connection that does not answer transport pings"
+    try:
+        ws = await ctx.session.ws_connect(ctx.target.urls[0] + "/ws", params={"workspace_id": w.ws_a},
+                                          autoping=False, max_msg_size=0, timeout=aiohttp.ClientWSTimeout(ws_close=2.0))
+    except aiohttp.WSServerHandshakeError as e:
+        raise SetupError(step, f"HTTP {e.status}") from None
+    ctx.clients.append(_Bare(ws))
     await ws.send_str(json.dumps(auth(await ctx.token(w.alice))))
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + ANSWER_WAIT
     while True:
-        msg = await receive(ctx, ws, "auth_ack")
-        if msg.type is aiohttp.WSMsgType.TEXT and json.loads(msg.data) == AUTH_ACK:
+        try:
+            msg = await ws.receive(timeout=max(deadline - loop.time(), 0.01))
+        except asyncio.TimeoutError:
+            raise SetupError(step, "no answer to auth within 5 s") from None
+        if msg.type in CLOSED:
+            raise SetupError(step, f"closed ({msg.type.name}) before the answer to auth")
+        if msg.type is not aiohttp.WSMsgType.TEXT:
+            continue  # transport pings: not answered
+        try:
+            frame = json.loads(msg.data)
+        except ValueError:
+            continue
+        if not is_answer(frame):
+            continue  # events may come before auth_ack (HS-6)
+        if matches(frame, AUTH_ACK):
             return ws
-        ctx.expect(msg.type in (aiohttp.WSMsgType.TEXT, aiohttp.WSMsgType.PING), "the token must be accepted",
-                   AUTH_ACK, msg.type.name)
+        raise SetupError(step, frame, expected=AUTH_ACK)
 
 
-@case("IN-5", title="the server sends transport pings within ping_s and closes a client that never answers "
-                    "within pong_s", slow=True)
+@case("IN-5", title="the server sends transport pings within ping_s and closes a client that never answers them "
+                    "within pong_s (JSON pings are no answer)", slow=True, cites=IN5_KEEPALIVE)
 async def in5_unanswered_pings_close(ctx):
     ping_s, pong_s = _keepalive(ctx)
-    ws = await _authed_bare(ctx)
     loop = asyncio.get_running_loop()
+    case_started = loop.time()
+    ws = await _bare_authed(ctx)
     started = loop.time()
     first_ping = None
     while True:
-        bound = (ping_s + 5) if first_ping is None else (pong_s + 5)
-        remaining = started + bound - loop.time()
+        # The pong timeout may run from the connection's last answer (Multica: from its start) or
+        # from the ping: the later bound is the one a target must keep.
+        bound = (ping_s + 5) if first_ping is None else (first_ping + pong_s + 5)
+        cut = case_started + MAX_WAIT - started  # the case cannot wait past this
+        remaining = started + min(bound, cut) - loop.time()
         try:
             msg = await asyncio.wait_for(ws.receive(), max(remaining, 0.01))
         except asyncio.TimeoutError:
             if first_ping is None:
                 ctx.expect(False, f"no transport ping within ping_s + 5 s ({ping_s + 5:g} s)", "a PING frame",
                            "nothing")
-            ctx.expect(False, f"a client that never answered the transport pings is still open after pong_s + 5 s "
-                              f"({pong_s + 5:g} s)", "the server closes the connection", "open")
+            if cut < bound:
+                raise NotChecked(f"still open {loop.time() - started:.0f} s after auth; the pong timeout counted from "
+                                 f"the first ping ({first_ping:.0f} s) ends later than a case may wait") from None
+            ctx.expect(False, f"a client that never answered the transport pings is still open pong_s + 5 s "
+                              f"({pong_s + 5:g} s) after the first one", "the server closes the connection", "open")
         elapsed = loop.time() - started
         if msg.type is aiohttp.WSMsgType.PING:
-            first_ping = elapsed if first_ping is None else first_ping  # and do not answer it
+            first_ping = elapsed if first_ping is None else first_ping
+            try:  # activity without a transport pong: not an answer to the ping
+                await ws.send_str(json.dumps(PING))
+            except (ConnectionError, RuntimeError):
+                pass
         elif msg.type in CLOSED:
             ctx.expect(first_ping is not None, f"the connection was closed after {elapsed:.1f} s without a "
                                                "transport ping first", "a PING frame, then the close", msg.type.name)
             return
-        # text frames (events of other cases) are ignored
+        # text frames (pongs, events of other cases) are not what this case judges
 
 
-@case("IN-5", title="a client that answers transport pings stays open past pong_s", slow=True)
+@case("IN-5", title="a client that answers transport pings stays open past pong_s", slow=True, cites=IN5_KEEPALIVE)
 async def in5_answered_pings_keep_open(ctx):
     ping_s, pong_s = _keepalive(ctx)
     client = await authed(ctx)  # aiohttp answers transport pings on its own
@@ -358,5 +533,3 @@ async def in5_answered_pings_keep_open(ctx):
         code = None
     ctx.expect(not client.closed, f"a client answering every transport ping was closed within {wait:g} s",
                "open", f"closed ({code})")
-    ctx.equal(await answers_up_to_pong(ctx, client, len(client.frames)), [PONG],
-              "the connection still answers after pong_s")
