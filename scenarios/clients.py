@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import queue
 import random
+import time
 from dataclasses import asdict
 
 import aiohttp
@@ -80,7 +81,7 @@ class Worker:
                 self.slow = bool(cmd.get("on"))
 
     def send_stats(self, final: bool = False) -> None:
-        self.stats.put({"worker": self.cfg["index"], "final": final,
+        self.stats.put({"worker": self.cfg["index"], "final": final, "at": time.monotonic(),
                         "deliveries": sum(c.received for c in self.conns.values()) + self._closed_received,
                         "connected": sum(1 for c in self.conns.values() if c.open),
                         "connects": self.connects, "resumes": dict(self.resumes)})

@@ -257,6 +257,10 @@ class _Stats:
                 return True
             self.latest[s["worker"]] = s
 
+    def reported_since(self, t: float) -> bool:
+        """Every worker has sent figures taken after `t` (a starved worker's old figures look still)."""
+        return len(self.latest) == self.workers and all(s["at"] >= t for s in self.latest.values())
+
     @property
     def connected(self) -> int:
         return sum(s["connected"] for s in self.latest.values())
@@ -296,6 +300,7 @@ async def _settle(stats, live: _Stats, settle_s: float, progress, loop, t0, publ
         progress.tick(loop.time() - t0, publisher, live, nemesis.active())
         if live.deliveries != last:
             last, still_since = live.deliveries, loop.time()
-        elif loop.time() - still_since >= still_s and live.connected >= clients:
+        elif (loop.time() - still_since >= still_s and live.connected >= clients
+              and live.reported_since(still_since + still_s)):
             return
         await asyncio.sleep(0.25)

@@ -1,21 +1,24 @@
 """A pytest plugin: the conformance cases are the project's tests.
 
 Every case test is marked `suite_case(target, case)`. After collection the plugin knows, per
-target, which cases the session wants; the first test of a target starts it once, runs exactly
-those cases side by side (probes first, as `scopehub conform` does) on the session's own
-redis-server, stops it, and every test of that target then judges its own case's result. So
-`pytest -k del1_` runs only the DEL-1 cases, and a full run starts each target once."""
+target, which cases the session wants; the first test of a target's group starts every target of
+the group (two side by side), runs exactly the cases each is wanted for (probes first, as
+`scopehub conform` does) on the session's own redis-server and stops them; every test then
+judges its own case's result. So `pytest -k del1_` runs only the DEL-1 cases, and a full run
+starts each target once."""
 
 from __future__ import annotations
 
+import asyncio
 from collections import defaultdict
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
 from conformance import cases as registry
 from conformance.runner import CaseResult
 
-from targets import TargetSpec, run_suite_blocking
+from targets import TargetSpec, run_suites
 
 
 RUN_TIMEOUT_S = 600
@@ -24,6 +27,7 @@ RUN_TIMEOUT_S = 600
 class SuiteRuns:
     def __init__(self) -> None:
         self.wanted: dict[str, set[str]] = defaultdict(set)
+        self.specs: dict[str, TargetSpec] = {}
         self.done: dict[str, dict[str, CaseResult]] = {}
         self.facts: dict[str, dict] = {}
         self.redis = None
@@ -33,7 +37,9 @@ class SuiteRuns:
         for item in items:
             m = item.get_closest_marker("suite_case")
             if m is not None:
-                self.wanted[m.args[0]].add(m.args[1])
+                spec, case = m.args
+                self.specs[spec.name] = spec
+                self.wanted[spec.name].add(case)
                 # the first case test of a target runs the whole target (every case it wants)
                 item.add_marker(pytest.mark.timeout(RUN_TIMEOUT_S))
 
@@ -44,20 +50,24 @@ class SuiteRuns:
 
     def result(self, spec: TargetSpec, case_name: str) -> CaseResult:
         if spec.name not in self.done:
-            self.done[spec.name] = self._run(spec)
+            self._run([s for name, s in self.specs.items() if name not in self.done and s.group == spec.group])
         return self.done[spec.name][case_name]
 
-    def _run(self, spec: TargetSpec) -> dict[str, CaseResult]:
+    def _run(self, specs: list[TargetSpec]) -> None:
+        """Run every target of a group the session wants, two side by side: a run mostly waits on
+        its target's answers, and the first test of each would otherwise pay for one at a time."""
         from scopehub.redis_provision import RedisServer
 
         if self.redis is None:
             self.redis = RedisServer()
             self.redis.start()
-        wanted = self.wanted[spec.name]
-        chosen = [c for c in registry.load_all() if c.name in wanted or c.first]
-        target, results = run_suite_blocking(spec, chosen, self.redis.url)
-        self.facts[spec.name] = dict(target.facts)
-        return {r.case.name: r for r in results}
+        cases = registry.load_all()
+        runs = [(spec, [c for c in cases if c.name in self.wanted[spec.name] or c.first]) for spec in specs]
+        with ThreadPoolExecutor(1) as pool:
+            done = pool.submit(asyncio.run, run_suites(runs, self.redis.url, parallel=2)).result()
+        for name, (target, results) in done.items():
+            self.facts[name] = dict(target.facts)
+            self.done[name] = {r.case.name: r for r in results}
 
 
 PLUGIN = SuiteRuns()

@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import shlex
 import sys
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -43,6 +42,7 @@ class TargetSpec:
     relay: str = "streams"
     script: str | None = None  # "broken_node.py --bug X" or "permissive_node.py --liberty X": None is the reference
     concurrency: int = 6  # cases side by side (a target that answers slowly keeps more of them waiting)
+    group: str = ""  # targets of one group run side by side (tests/suite_runs.py)
 
     def command(self) -> str | None:
         """The node-command template (None: the reference's own)."""
@@ -59,12 +59,12 @@ class TargetSpec:
 
 
 REFERENCE = {t.name: t for t in [
-    TargetSpec("reference-3", 3, f"{FAST} --allowed-origins {ALLOWED} --max-len 400"),
-    TargetSpec("reference-1", 1, f"{FAST} --max-len 400", relay="memory"),
+    TargetSpec("reference-3", 3, f"{FAST} --allowed-origins {ALLOWED} --max-len 400", group="reference"),
+    TargetSpec("reference-1", 1, f"{FAST} --max-len 400", relay="memory", group="reference"),
     TargetSpec("reference-proxy", 1, f"{FAST} --trusted-proxies 127.0.0.1/32 --allowed-origins {ALLOWED}",
-               relay="memory"),
+               relay="memory", group="reference"),
     TargetSpec("reference-secrets", 1, f"{FAST} --metrics-token m-{'x' * 8} --jwt-secret another-secret-{'y' * 32}",
-               relay="memory"),
+               relay="memory", group="reference"),
 ]}
 
 
@@ -83,7 +83,12 @@ async def run_suite(spec: TargetSpec, cases: list[Case], redis_url: str, *, quic
         await cluster.stop()
 
 
-def run_suite_blocking(spec: TargetSpec, cases: list[Case], redis_url: str, *, quick: bool = False):
-    """`run_suite` on an event loop of its own (pytest's may be running in this thread)."""
-    with ThreadPoolExecutor(1, thread_name_prefix=f"suite-{spec.name}") as pool:
-        return pool.submit(asyncio.run, run_suite(spec, cases, redis_url, quick=quick)).result()
+async def run_suites(runs: list[tuple[TargetSpec, list[Case]]], redis_url: str, *, parallel: int = 3,
+                     quick: bool = False) -> dict[str, tuple[Target, list[CaseResult]]]:
+    """Several targets, `parallel` at a time (a broken target mostly waits out its timeouts)."""
+    gate = asyncio.Semaphore(parallel)
+
+    async def one(spec: TargetSpec, cases: list[Case]):
+        async with gate:
+            return spec.name, await run_suite(spec, cases, redis_url, quick=quick)
+    return dict(await asyncio.gather(*(one(spec, cases) for spec, cases in runs)))

@@ -27,6 +27,8 @@ from reference.metrics import Metrics
 from scopehub.cli import main
 from wire_helpers import WAIT, health
 
+pytestmark = pytest.mark.heavy  # benchmark machinery on real clusters: left out by --quick
+
 # -- the benchmark, tiny ------------------------------------------------------------------------
 
 TINY = Sizes(connections=12, rates=(20, 40), step_s=0.6, drain_s=2.0, scaling_rate=20,

@@ -44,7 +44,7 @@ def _params():
         for c in CASES:
             if modules is None or c.module in modules or c.first:
                 yield pytest.param(target, c, id=f"{target}::{c.name}",
-                                   marks=[pytest.mark.req(*c.reqs), pytest.mark.suite_case(target, c.name)])
+                                   marks=[pytest.mark.req(*c.reqs), pytest.mark.suite_case(REFERENCE[target], c.name)])
 
 
 @pytest.mark.parametrize("target,case", list(_params()))

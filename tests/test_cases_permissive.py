@@ -16,6 +16,8 @@ from permissive_node import LIBERTIES
 from suite_runs import explain
 from targets import FAST, TargetSpec
 
+pytestmark = pytest.mark.heavy  # the suite against permissive twin clusters: left out by --quick
+
 CASES = registry.load_all()
 ALLOWED = "https://app.example.com"
 THREE = f"{FAST} --allowed-origins {ALLOWED} --max-len 400"
@@ -23,14 +25,14 @@ ONE = f"{FAST} --max-len 400"
 
 TWINS = {t.name: t for t in [
     # every liberty that combines with the others, where cross-node cases run
-    TargetSpec("twin-3", 3, THREE, script="permissive_node.py --liberty early-events,extra-fields,close-drop,"
-               "slow-answers,reorder-scopes,pos-format,global-no-id,health-multica,age-retention,unbounded-queue",
-               concurrency=12),  # its answers are slow: more cases wait side by side
-    # the other close and a target claiming nothing, without resume
-    TargetSpec("twin-1", 1, ONE, relay="memory",
-               script="permissive_node.py --liberty no-resume,claims-none,close-4401,early-events,extra-fields"),
+    TargetSpec("twin-3", 3, THREE, group="twin", script="permissive_node.py --liberty early-events,extra-fields,"
+               "close-drop,reorder-scopes,pos-format,global-no-id,health-multica,age-retention,unbounded-queue"),
+    # slow answers, the other close and a target claiming nothing, without resume
+    TargetSpec("twin-1", 1, ONE, relay="memory", group="twin", concurrency=12,  # slow answers: more cases wait
+               script="permissive_node.py --liberty no-resume,claims-none,close-4401,early-events,extra-fields,"
+                      "slow-answers"),
 ]}
-ALONE = {name: TargetSpec(f"twin-{name}", 3, THREE, script=f"permissive_node.py --liberty {name}")
+ALONE = {name: TargetSpec(f"twin-{name}", 3, THREE, group="twin-alone", script=f"permissive_node.py --liberty {name}")
          for name in LIBERTIES}
 
 
@@ -38,7 +40,7 @@ def _params(targets: dict[str, TargetSpec], marks=()):
     for name, spec in targets.items():
         for c in CASES:
             yield pytest.param(spec, c, id=f"{spec.name}::{c.name}",
-                               marks=[pytest.mark.req(*c.reqs), pytest.mark.suite_case(spec.name, c.name), *marks])
+                               marks=[pytest.mark.req(*c.reqs), pytest.mark.suite_case(spec, c.name), *marks])
 
 
 def _judge(result) -> None:

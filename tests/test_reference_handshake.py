@@ -23,19 +23,12 @@ import aiohttp
 import jwt
 import pytest
 
+from conformance.cases.common import (AUTH_ACK, AUTH_TIMEOUT, DISABLED, EXPECTED_AUTH, INVALID_CLAIMS,
+                                     INVALID_TOKEN, NOT_MEMBER, PING, PONG)
 from conformance.client import WsClient
 from reference.config import parse_cidrs
 
 WAIT = 5.0
-AUTH_ACK = {"type": "auth_ack"}
-PING = {"type": "ping"}
-PONG = {"type": "pong"}
-INVALID_TOKEN = "invalid token"
-INVALID_CLAIMS = "invalid claims"
-DISABLED = "account disabled"
-NOT_MEMBER = "not a member of this workspace"
-EXPECTED_AUTH = "expected auth message as first frame"
-AUTH_TIMEOUT = "auth timeout or read error"
 WORKSPACE_REQUIRED = {"error": "workspace_id or workspace_slug required"}
 WORKSPACE_NOT_FOUND = {"error": "workspace not found"}
 ORIGIN_REFUSED = {"error": "origin not allowed"}

@@ -11,7 +11,8 @@ import redis.asyncio as aioredis
 
 from conformance.client import ControlError, WsClient
 
-pytestmark = pytest.mark.parametrize("relay", ["streams", "sharded"])
+pytestmark = [pytest.mark.parametrize("relay", ["streams", "sharded"]),
+              pytest.mark.heavy]  # clusters of node processes: left out by --quick
 
 
 async def _connect(session, handle, i, user, workspace, control=None) -> WsClient:

@@ -4,10 +4,12 @@ whose faults must cause loss (reconnect-storm without resume) reports that loss.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
@@ -28,7 +30,7 @@ def _short(name: str, **over):
     sc = load(builtin(name))
     sc.clients = min(sc.clients, over.pop("clients", 40))
     sc.processes = 1
-    sc.scaled(over.pop("duration", 6.0))
+    sc.scaled(over.pop("duration", 4.5))
     sc.settle_s = min(sc.settle_s, 15.0)
     for k, v in over.items():
         setattr(sc, k, v)
@@ -68,28 +70,62 @@ def test_bad_scenario_file_is_one_line_and_exit_2(tmp_path):
     assert r.stderr.strip().count("\n") == 0 and "clients.count" in r.stderr and "Traceback" not in r.stderr
 
 
+def _storm_without_resume():
+    sc = _short("reconnect-storm", duration=8.0, resume=False)
+    sc.rate = [(0.0, 40.0)]
+    return sc
+
+
+# Runs besides the catalogue's own: name -> (scenario, seed)
+EXTRA = {"storm-without-resume": (_storm_without_resume, 3)}
+
+
+@pytest.fixture(scope="module")
+def sim_runs(request, tmp_path_factory):
+    """Every scenario run this module's selected tests want, in short form, two side by side (each
+    is a light load on a cluster of its own): name -> (result, its folder)."""
+    wanted = [item.callspec.params["name"] for item in request.session.items
+              if item.originalname == "test_catalogue_scenario_passes_in_short_form"]
+    wanted += [name for name in EXTRA if any(item.originalname == f"test_{name.replace('-', '_')}_reports_the_loss"
+                                             for item in request.session.items)]
+    gate = asyncio.Semaphore(2)
+
+    async def one(name: str):
+        out = tmp_path_factory.mktemp(name)
+        sc, seed = (EXTRA[name][0](), EXTRA[name][1]) if name in EXTRA else (_short(name), 7)
+        async with gate:
+            return name, (await simulate(sc, str(out), seed=seed, redis=None, progress=_Quiet()), out)
+
+    async def every():
+        return dict(await asyncio.gather(*(one(n) for n in wanted)))
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, every()).result()
+
+
+@pytest.mark.heavy
 @pytest.mark.req("DEL-1", "DEL-2", "DEL-3", "AZ-4", "REP-3", "NODE-1", "NODE-2", "NODE-3")
 @pytest.mark.parametrize("name", CATALOGUE)
-async def test_catalogue_scenario_passes_in_short_form(name, tmp_path):
-    sc = _short(name)
-    result = await simulate(sc, str(tmp_path), seed=7, redis=None, progress=_Quiet())
+def test_catalogue_scenario_passes_in_short_form(name, sim_runs):
+    result, out = sim_runs[name]
     failing = [(v["id"], v["reason"]) for v in result.verdicts if v["status"] == "fail"]
     assert result.passed, failing
     assert result.summary["published"]["acknowledged"] > 0
     for name_ in ("history.jsonl", "summary.json", "report.html"):
-        assert (tmp_path / name_).stat().st_size > 0
+        assert (out / name_).stat().st_size > 0
 
 
+@pytest.mark.heavy
 @pytest.mark.req("REP-3")
-async def test_reconnect_storm_without_resume_reports_the_loss(tmp_path):
-    sc = _short("reconnect-storm", duration=8.0, resume=False)
-    sc.rate = [(0.0, 40.0)]
-    result = await simulate(sc, str(tmp_path), seed=3, redis=None, progress=_Quiet())
+def test_storm_without_resume_reports_the_loss(sim_runs):
+    """Clients that do not resume lose what was published while they reconnected, although the
+    target claims resume: CONVERGENCE fails and the figures show the loss."""
+    result, _ = sim_runs["storm-without-resume"]
     convergence = next(v for v in result.verdicts if v["id"] == "CONVERGENCE")
     assert not result.passed and convergence["status"] == "fail"
     assert result.summary["lost"] > 0 and result.summary["delivery_ratio"] < 1.0
 
 
+@pytest.mark.heavy
 @pytest.mark.req("DEL-1", "NODE-1")
 def test_without_any_redis_the_embedded_default_runs_on_labelled_in_process_fakeredis(tmp_path):
     bare = tmp_path / "bin"  # a PATH with no redis-server on it, and no Docker engine to ask

@@ -4,6 +4,7 @@ caught by the scenario that targets it, with the right requirement ID."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import sys
 
@@ -12,6 +13,8 @@ import pytest
 from scenarios.sim import simulate
 from scenarios.spec import builtin, load
 from scopehub.cluster import REFERENCE_COMMAND
+
+pytestmark = pytest.mark.heavy  # node processes behind --node-command and scenario runs: left out by --quick
 
 BROKEN = os.path.join(os.path.dirname(__file__), "broken_node.py")
 
@@ -25,7 +28,7 @@ class _Quiet:
 def _scenario(name: str, node_command: str | None, **over):
     sc = load(builtin(name))
     sc.clients, sc.processes, sc.settle_s = 40, 1, 12.0
-    sc.scaled(over.pop("duration", 6.0))
+    sc.scaled(over.pop("duration", 4.5))
     sc.node_command = node_command
     for k, v in over.items():
         setattr(sc, k, v)
@@ -35,10 +38,9 @@ def _scenario(name: str, node_command: str | None, **over):
 @pytest.mark.req("DEL-1", "REP-3", "NODE-1", "NODE-2")
 async def test_reference_through_the_node_command_gets_the_same_verdicts(tmp_path):
     template = REFERENCE_COMMAND + " --redis {redis_url}"
-    generic = await simulate(_scenario("smoke", template), str(tmp_path / "generic"), seed=5, redis=None,
-                             progress=_Quiet())
-    builtin_ = await simulate(_scenario("smoke", None), str(tmp_path / "builtin"), seed=5, redis=None,
-                              progress=_Quiet())
+    generic, builtin_ = await asyncio.gather(  # side by side: two light loads on clusters of their own
+        simulate(_scenario("smoke", template), str(tmp_path / "generic"), seed=5, redis=None, progress=_Quiet()),
+        simulate(_scenario("smoke", None), str(tmp_path / "builtin"), seed=5, redis=None, progress=_Quiet()))
     assert generic.passed and builtin_.passed
     assert {v["id"]: v["status"] for v in generic.verdicts} == {v["id"]: v["status"] for v in builtin_.verdicts}
     assert generic.summary["meta"]["node_command"] == template

@@ -119,6 +119,19 @@ async def leave(ctx, client, scope: str, sid: str) -> dict:
     return got
 
 
+async def alice_on_every_scope(ctx):
+    """Alice connected and holding one scope of every type (and global when claimed):
+    (client, [(scope, id), ...])."""
+    w = ctx.world
+    alice = await ctx.connect(w.alice, w.ws_a)
+    await hold(ctx, alice, "task", w.task_a, "alice")
+    await hold(ctx, alice, "chat", w.chat_alice, "alice")
+    targets = [("workspace", w.ws_a), ("user", w.alice), ("task", w.task_a), ("chat", w.chat_alice)]
+    if "global" in ctx.target.capabilities:
+        targets.append(("global", "all"))
+    return alice, targets
+
+
 # -- nodes -----------------------------------------------------------------------------------------
 
 def other_node(ctx, i: int = 1) -> int:
@@ -206,19 +219,61 @@ async def wait_each(ctx, client, ids: list[str], who: str, *, timeout: float = 5
                          f"{len(ids)} events", f"{len(got)} events", req) from None
 
 
-async def until(event: asyncio.Event, task: asyncio.Task, timeout: float, what: str) -> None:
-    """Set-up: wait for `event`, set by the background `task` (a publisher); re-raise the task's
-    failure if it ends first."""
-    waiter = asyncio.ensure_future(event.wait())
-    try:
-        await asyncio.wait({waiter, task}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        waiter.cancel()
-    if event.is_set():
-        return
-    if task.done():
-        task.result()
-    raise SetupError(f"get {what} within {timeout:g} s", "timeout")
+class Stream:
+    """Set-up: publishes to one scope in the background, back to back (each publish starts once
+    the one before was acknowledged), until the block ends. `log` holds (started, answer) per
+    publish; `reach` waits (bounded) for enough of them."""
+
+    def __init__(self, ctx, scope: str, sid: str, *, node: int = 0, tag: str = "conformance:stream",
+                 limit: int = 3000):
+        self.ctx, self.scope, self.sid, self.node, self.tag, self.limit = ctx, scope, sid, node, tag, limit
+        self.log: list[tuple[float, dict]] = []
+        self._more = asyncio.Event()
+        self._stop = asyncio.Event()
+        self._task: asyncio.Task | None = None
+
+    @property
+    def published(self) -> list[dict]:
+        return [p for _, p in self.log]
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        for i in range(self.limit):
+            if self._stop.is_set():
+                return
+            started = loop.time()
+            p = await self.ctx.publish(self.scope, self.sid, {"type": self.tag, "payload": {"i": i}}, node=self.node)
+            self.log.append((started, p))
+            self._more.set()
+
+    async def reach(self, count: int, what: str, *, after: float | None = None, timeout: float = 30) -> None:
+        """Wait until `count` publishes (those started after `after`, if given) were acknowledged;
+        a publisher that failed or stopped first ends the case in error."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while sum(1 for t, _ in self.log if after is None or t > after) < count:
+            if self._task.done():
+                self._task.result()  # its SetupError, or it ran out of publishes
+                raise SetupError(f"get {what}", f"the publisher stopped after {len(self.log)}")
+            left = deadline - loop.time()
+            if left <= 0:
+                raise SetupError(f"get {what} within {timeout:g} s", "timeout")
+            self._more.clear()
+            waiter = asyncio.ensure_future(self._more.wait())
+            await asyncio.wait({waiter, self._task}, timeout=left, return_when=asyncio.FIRST_COMPLETED)
+            waiter.cancel()
+
+    async def __aenter__(self) -> "Stream":
+        self._task = asyncio.create_task(self._run())
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        self._stop.set()
+        try:
+            await asyncio.wait_for(asyncio.shield(self._task), 10)
+        except (asyncio.TimeoutError, Exception):  # noqa: BLE001 - its failure was seen by reach()
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
 
 
 def expect_absent(ctx, client, forbidden: dict[str, str], reason: str, start: int = 0, *,

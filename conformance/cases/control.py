@@ -19,7 +19,8 @@ from typing import Any
 from . import Failed, SetupError, case
 from ..frames import is_auth_answer
 from .authorization import AZ1, AZ2
-from .common import AUTH_ACK, DISABLED, INVALID_CLAIMS, INVALID_TOKEN, NOT_MEMBER, ack, auth, hold, matches, sub_error
+from .common import (AUTH_ACK, DISABLED, INVALID_CLAIMS, INVALID_TOKEN, NOT_MEMBER, ack, alice_on_every_scope, auth, hold,
+                     matches, sub_error)
 from .subscriptions import (DEL1, SUB2, answer_of, decide, expect_lookup_failed, judge_decision, restore_faults,
                             set_faults)
 
@@ -244,13 +245,7 @@ def _publish_answer(ctx, status: int, doc: Any, what: str) -> None:
                                        "or `global:all` (every connection on every node).",
              "EV-2": "the server adds a unique string", "DEL-1": DEL1})
 async def ctl4_publish_answers(ctx):
-    w = ctx.world
-    client = await ctx.connect(w.alice, w.ws_a)
-    await hold(ctx, client, "task", w.task_a, "alice")
-    await hold(ctx, client, "chat", w.chat_alice, "alice")
-    targets = [("workspace", w.ws_a), ("user", w.alice), ("task", w.task_a), ("chat", w.chat_alice)]
-    if "global" in ctx.target.capabilities:
-        targets.append(("global", "all"))
+    client, targets = await alice_on_every_scope(ctx)
     seen: set[str] = set()
     for scope, sid in targets:
         status, doc = await control(ctx, "POST", "/_control/publish",
@@ -270,13 +265,7 @@ async def ctl4_publish_answers(ctx):
       cites={"CTL-4": "an `exclude_workspace` (other than absent or `null`)", "DEL-1": DEL1,
              "EV-1": "`global:all` (every connection on every node)"})
 async def ctl4_exclude_workspace_null(ctx):
-    w = ctx.world
-    client = await ctx.connect(w.alice, w.ws_a)
-    await hold(ctx, client, "task", w.task_a, "alice")
-    await hold(ctx, client, "chat", w.chat_alice, "alice")
-    targets = [("workspace", w.ws_a), ("user", w.alice), ("task", w.task_a), ("chat", w.chat_alice)]
-    if "global" in ctx.target.capabilities:
-        targets.append(("global", "all"))
+    client, targets = await alice_on_every_scope(ctx)
     for scope, sid in targets:
         status, doc = await control(ctx, "POST", "/_control/publish", body={
             "scope": scope, "id": sid, "frame": {"type": "conformance:ctl4"}, "exclude_workspace": None})

@@ -32,9 +32,9 @@ import uuid
 from . import Failed, NotChecked, SetupError, case
 from ..client import ConnectionClosed
 from ..frames import is_event
-from .common import (DELIVERY, across, among, as_seen, collect, delivered, eids, everything_or_closed, expect_absent,
+from .common import (DELIVERY, across, alice_on_every_scope, among, as_seen, collect, delivered, eids, everything_or_closed, expect_absent,
                      hold, judge_run, leave, marker, matches, other_node, publish_n, publish_raw, resume_node,
-                     until, wait_all)
+                     Stream, wait_all)
 
 # -- the sentences the cases cite ----------------------------------------------------------------------
 
@@ -360,19 +360,6 @@ WEIRD = {
 }
 
 
-async def alice_on_every_scope(ctx):
-    """Alice connected and holding one scope of every type (and global when claimed):
-    (client, [(scope, id), ...])."""
-    w = ctx.world
-    alice = await ctx.connect(w.alice, w.ws_a)
-    await hold(ctx, alice, "task", w.task_a, "alice")
-    await hold(ctx, alice, "chat", w.chat_alice, "alice")
-    targets = [("workspace", w.ws_a), ("user", w.alice), ("task", w.task_a), ("chat", w.chat_alice)]
-    if "global" in ctx.target.capabilities:
-        targets.append(("global", "all"))
-    return alice, targets
-
-
 async def _ev2_passthrough(ctx, pub: int) -> None:
     w = ctx.world
     alice = await ctx.connect(w.alice, w.ws_a)
@@ -666,40 +653,17 @@ async def _del5_while_publishing(ctx, pub: int) -> None:
     await hold(ctx, alice, "task", w.task_a, "alice")
     await hold(ctx, alice, "task", w.chat_task_alice, "alice")  # kept: a marker of the same scope type
     await hold(ctx, witness, "task", w.task_a, "bob")
-    log: list[tuple[float, str]] = []  # (started, event_id)
-    acked_at: list[float] = []
-    enough_before, enough_after, stop = asyncio.Event(), asyncio.Event(), asyncio.Event()
-
-    async def publisher():
-        i = 0
-        while not stop.is_set() and i < 3000:
-            started = loop.time()
-            p = await ctx.publish("task", w.task_a, {"type": "conformance:stream", "payload": {"i": i}}, node=pub)
-            log.append((started, p["event_id"]))
-            i += 1
-            if i >= 30:
-                enough_before.set()
-            if acked_at and sum(1 for s, _ in log if s > acked_at[0]) >= 30:
-                enough_after.set()
-
-    task = asyncio.create_task(publisher())
-    try:
-        await until(enough_before, task, 30, "30 publishes")
+    async with Stream(ctx, "task", w.task_a, node=pub) as stream:
+        await stream.reach(30, "30 publishes")
         await leave(ctx, alice, "task", w.task_a)
-        acked_at.append(loop.time())  # no earlier than the ack's arrival
-        await until(enough_after, task, 30, "30 publishes after the unsubscribe_ack")
-        stop.set()
-        await asyncio.wait_for(task, 10)
-    finally:
-        stop.set()
-        if not task.done():
-            task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
+        acked_at = loop.time()  # no earlier than the ack's arrival
+        await stream.reach(30, "30 publishes after the unsubscribe_ack", after=acked_at)
+    log = [(started, p["event_id"]) for started, p in stream.log]
     ids = [e for _, e in log]
     with across(ctx, pub != 0):
         await wait_all(ctx, witness, ids, "bob (still subscribed)")
         await marker(ctx, "task", w.chat_task_alice, alice, node=pub)
-        late = {e: f"event #{i}, published after unsubscribe_ack" for i, (s, e) in enumerate(log) if s > acked_at[0]}
+        late = {e: f"event #{i}, published after unsubscribe_ack" for i, (s, e) in enumerate(log) if s > acked_at}
         expect_absent(ctx, alice, late, "an event whose publish started after unsubscribe_ack arrived", req="DEL-5")
         # what did arrive before the cut came once and in order (which ones are owed is not judged:
         # the unsubscribe may overtake events acknowledged just before it)

@@ -16,12 +16,11 @@ Who judges what (one witness, one requirement):
 
 from __future__ import annotations
 
-import asyncio
 
 from . import NotChecked, SetupError, case
-from .common import (ack, across, among, collect, eids, everything_or_closed, expect_absent, hold, judge_run, marker,
-                     matches, other_node, publish_n, resume_node, sub_error, until, wait_all)
-from .delivery import DEL1, NODE1, REP3, REP6, alice_on_every_scope
+from .common import (ack, across, alice_on_every_scope, among, collect, eids, everything_or_closed, expect_absent, hold, judge_run, marker,
+                     matches, other_node, publish_n, resume_node, sub_error, Stream, wait_all)
+from .delivery import DEL1, NODE1, REP3, REP6
 
 CAP = "resume"
 
@@ -302,42 +301,19 @@ async def _rep3_during_burst(ctx, sub: int, pub: int, again: int) -> None:
     _check_retention(ctx, 100)
     a = await ctx.connect(w.alice, w.ws_a, node=sub)
     await hold(ctx, a, "task", w.task_a, "alice")
-    published: list[dict] = []
-    stop, enough = asyncio.Event(), asyncio.Event()
-    goal = [20]
-
-    async def publisher():
-        i = 0
-        while not stop.is_set() and i < 3000:
-            published.append(await ctx.publish("task", w.task_a, {"type": "conformance:tick", "payload": {"i": i}},
-                                               node=pub))
-            i += 1
-            if len(published) >= goal[0]:
-                enough.set()
-
-    task = asyncio.create_task(publisher())
     with across(ctx, pub != again or sub != again):
-        try:
-            await until(enough, task, 30, "20 publishes")
-            await wait_all(ctx, a, eids(published[:20]), "alice")
+        async with Stream(ctx, "task", w.task_a, node=pub, tag="conformance:tick") as stream:
+            await stream.reach(20, "20 publishes")
+            await wait_all(ctx, a, eids(stream.published[:20]), "alice")
             await a.close()
-            last = [f for f in a.frames if isinstance(f, dict) and f.get("event_id") in set(eids(published))][-1]
-            enough.clear()
-            goal[0] = len(published) + 20
-            await until(enough, task, 30, "20 publishes while alice is away")
+            sent = set(eids(stream.published))
+            last = [f for f in a.frames if isinstance(f, dict) and f.get("event_id") in sent][-1]
+            await stream.reach(len(stream.log) + 20, "20 publishes while alice is away")
             b = await ctx.connect(w.alice, w.ws_a, node=again)
             start = len(b.frames)
             await _must_recover(ctx, b, "task", w.task_a, last.get("pos"), "a resume during a stream of publishes")
-            enough.clear()
-            goal[0] = len(published) + 30
-            await until(enough, task, 30, "30 publishes after the resume")
-            stop.set()
-            await asyncio.wait_for(task, 10)
-        finally:
-            stop.set()
-            if not task.done():
-                task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
+            await stream.reach(len(stream.log) + 30, "30 publishes after the resume")
+        published = stream.published
         ids = eids(published)
         owed = ids[ids.index(last["event_id"]) + 1:]
         await _replay(ctx, b, owed, "the resumed connection", start=start, scope="task", sid=w.task_a, pub=pub)

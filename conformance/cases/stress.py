@@ -107,8 +107,8 @@ async def _many_scopes(ctx, pub: int) -> None:
             for t, c in held.items():
                 p = await ctx.publish("task", t, {"type": "conformance:many", "payload": {"round": round_}}, node=node)
                 sent[c].append(p["event_id"])
+            await asyncio.gather(*(collect(ctx, c, sent[c], DELIVERY) for c in holders))
             for i, c in enumerate(holders):
-                await collect(ctx, c, sent[c], DELIVERY)
                 missing = [e for e in sent[c] if e not in set(among(c, sent[c]))]
                 ctx.check("DEL-1", not missing, f"{round_} round: connection {i + 1} holds {len(sent[c])} of the "
                           f"{len(tasks)} task scopes on node 1 and missed the events of {len(missing)} of them",
