@@ -73,6 +73,7 @@ class WsClient:
         self.ws = ws
         self.frames: list[Any] = []  # every text frame received, parsed when JSON
         self.close_code: int | None = None
+        self.closed_at: float | None = None
         self._changed = asyncio.Condition()
         self._reader = asyncio.create_task(self._read())
 
@@ -115,6 +116,7 @@ class WsClient:
                         self._changed.notify_all()
         finally:
             self.close_code = self.ws.close_code
+            self.closed_at = asyncio.get_running_loop().time()  # when the close was seen, whoever waits later
             async with self._changed:
                 self._changed.notify_all()
 

@@ -59,6 +59,7 @@ class Env:
     # Stops and starts node i (SIGTERM), when the suite started the nodes itself; None otherwise.
     restart: Callable[[int], None] | None = None
     rules: Counter = field(default_factory=Counter)  # how often each rule ran, over every run
+    stalled: str | None = None  # the first step the target did not let finish, if any
 
     def fixtures(self) -> dict:
         f = self.world.fixtures()
@@ -105,7 +106,12 @@ class Exploration(RuleBasedStateMachine):
         return f"r{self.run_no}c{len(self.all)}"
 
     def _run(self, coro, timeout: float = 20.0):
-        return self.env.loop.run_until_complete(asyncio.wait_for(coro, timeout))
+        try:
+            return self.env.loop.run_until_complete(asyncio.wait_for(coro, timeout))
+        except asyncio.TimeoutError:
+            why = f"{self.steps[-1] if self.steps else 'the set-up'} did not finish within {timeout:g} s"
+            self.env.stalled = self.env.stalled or why
+            raise Stalled(why) from None
 
     # -- a populated start: every kind of connection, on different nodes ---------------------
     @initialize(target=conns)
@@ -222,8 +228,9 @@ class Exploration(RuleBasedStateMachine):
         self.env.restart(i)
         self._run(Control(self.env.session, url, self.env.token).fixtures(self.env.fixtures()))
         self.w.fault("restart_node", "end", f"node-{i + 1}", [url])
-        for c in self.all:  # the server closed them: let their readers see it
+        for c in self.all:  # the server closed them: let their readers see it (a paused one too)
             if c.node == url:
+                c.resume()
                 self._run(c.wait_closed(), 10)
 
     @precondition(lambda self: "resume" in self.env.capabilities)
@@ -251,9 +258,13 @@ class Exploration(RuleBasedStateMachine):
     def teardown(self):
         for c in self.all:
             c.resume()
-        self._run(self._settle(), 30)
-        for c in self.all:
-            self._run(c.close())
+        try:
+            if not self.env.stalled:  # a stalled target delivers nothing more: judge what came
+                self._run(self._settle(), 30)
+            for c in self.all:
+                self._run(c.close(), 2 if self.env.stalled else 20)
+        except Stalled:  # the step's own Stalled says why; judge what was recorded
+            pass
         records = self.w.records or []
         self.env.histories.append(records)
         report = checker.check(records, capabilities=self.env.capabilities, profile=self.env.profile)
@@ -273,6 +284,10 @@ class Exploration(RuleBasedStateMachine):
                 break
             await asyncio.sleep(0.02)
         await asyncio.sleep(SETTLE_S)  # frames a broken target sends late or twice
+
+
+class Stalled(Exception):
+    """A step the target did not let finish within its bound: the exploration cannot go on."""
 
 
 @contextlib.contextmanager
@@ -313,22 +328,24 @@ def run(urls: list[str], token: str, *, seed: int, examples: int, profile: str, 
         for u in urls:
             try:
                 loop.run_until_complete(Control(session, u, token).fixtures(env.fixtures()))
-            except (ControlError, aiohttp.ClientError, OSError) as e:
-                raise TargetError(f"{u} refused the exploration's fixtures: {e}") from None
+            except (ControlError, aiohttp.ClientError, OSError, asyncio.TimeoutError) as e:
+                raise TargetError(f"{u} refused the exploration's fixtures: {type(e).__name__} {e}") from None
         machine = type("Exploration", (Exploration,), {"env": env})
         out = io.StringIO()
         cfg = settings(max_examples=examples, stateful_step_count=steps, deadline=None, database=None,
                        phases=[Phase.generate, Phase.shrink] if shrink else [Phase.generate], print_blob=True,
-                       suppress_health_check=list(HealthCheck))
+                       suppress_health_check=list(HealthCheck), report_multiple_bugs=False)
         if console is not None:
             console.print(f"exploring: {examples} runs of up to {steps} steps, seed {seed}"
                           + (f", shrinking for up to {shrink_budget_s:g} s" if shrink else ""))
-        failure = None
+        failure = stalled = None
         with with_reporter(lambda msg: out.write(f"{msg}\n")), _shrink_budget(shrink_budget_s):
             try:
                 run_state_machine_as_test(hseed(seed)(machine), settings=cfg)
             except (AssertionError, Flaky) as e:  # Flaky: it failed, then passed on replay
                 failure = f"{type(e).__name__}: " + (str(e).splitlines()[0] if str(e) else "")
+            except (Stalled, aiohttp.ClientError, OSError) as e:
+                stalled = f"{type(e).__name__}: {e}" if not isinstance(e, Stalled) else str(e)
     finally:
         loop.run_until_complete(session.close())
         loop.run_until_complete(asyncio.sleep(0))  # let the connector's transports close on this loop
@@ -337,9 +354,15 @@ def run(urls: list[str], token: str, *, seed: int, examples: int, profile: str, 
     report = env.failing_report or checker.check(
         (r for h in env.histories for r in h), capabilities=capabilities, profile=profile)
     verdicts = dict(report.verdicts)
+    stalled = stalled or env.stalled
     summary = {"seed": seed, "runs": len(env.histories), "seconds": round(time.monotonic() - started, 1),
-               "steps": env.failing_steps or [], "failure": failure, "replay": replay, "rules": dict(env.rules),
+               "steps": env.failing_steps or [], "failure": stalled or failure, "replay": replay, "rules": dict(env.rules),
                "hypothesis": out.getvalue().strip(), "history_lines": sum(len(h) for h in env.histories)}
+    if stalled:
+        # What was recorded before the stall may still show a violation; a pass is not earned.
+        for v in verdicts.values():
+            if v.status != Outcome.FAIL:
+                v.status, v.reason = Outcome.ERROR, f"the exploration could not go on: {stalled}"
     if env.failing_report is not None:
         for v in verdicts.values():
             if v.status == Outcome.FAIL:

@@ -40,6 +40,22 @@ def auth_of(token: str, size: int) -> bytes:
     return padded('{"type":"auth","payload":{"token":"%s"}' % token, size)
 
 
+def encode_frame(opcode: int, payload: bytes, *, fin: bool = True) -> bytes:
+    """One client frame (masked, as a client must)."""
+    n = len(payload)
+    first = (0x80 if fin else 0) | opcode
+    if n < 126:
+        header = struct.pack("!BB", first, 0x80 | n)
+    elif n < 1 << 16:
+        header = struct.pack("!BBH", first, 0x80 | 126, n)
+    else:
+        header = struct.pack("!BBQ", first, 0x80 | 127, n)
+    mask = os.urandom(4)
+    key = int.from_bytes((mask * (n // 4 + 1))[:n], "big")
+    masked = (int.from_bytes(payload, "big") ^ key).to_bytes(n, "big") if n else b""
+    return header + mask + masked
+
+
 class RawWebSocket:
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter):
         self.reader, self.writer = reader, writer
@@ -61,18 +77,7 @@ class RawWebSocket:
         return cls(reader, writer)
 
     def send_frame(self, opcode: int, payload: bytes, *, fin: bool = True) -> None:
-        n = len(payload)
-        first = (0x80 if fin else 0) | opcode
-        if n < 126:
-            header = struct.pack("!BB", first, 0x80 | n)
-        elif n < 1 << 16:
-            header = struct.pack("!BBH", first, 0x80 | 126, n)
-        else:
-            header = struct.pack("!BBQ", first, 0x80 | 127, n)
-        mask = os.urandom(4)
-        key = int.from_bytes((mask * (n // 4 + 1))[:n], "big")
-        masked = (int.from_bytes(payload, "big") ^ key).to_bytes(n, "big") if n else b""
-        self.writer.write(header + mask + masked)
+        self.writer.write(encode_frame(opcode, payload, fin=fin))
 
     def send_fragmented(self, opcode: int, payload: bytes, sizes: list[int]) -> None:
         if sum(sizes) != len(payload):

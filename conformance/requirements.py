@@ -252,6 +252,13 @@ REQUIREMENTS: dict[str, Requirement] = {r.id: r for r in [
     _r('NODE-4', 'the relay works against a Redis Cluster',
      '(capability `redis_cluster`) The relay works against a Redis Cluster.',
        capability='redis_cluster', elsewhere=SIMULATOR),
+    _r('NODE-5', 'on SIGTERM: a 1001 close frame to every client, exit within 10 s, nothing lost',
+     'Graceful drain: on SIGTERM a node stops accepting connections and, within 2 s, sends every '
+     'open WebSocket connection a close frame with code 1001 (going away), so that its clients '
+     'reconnect to another node and resume; a connection that has not authenticated yet may be '
+     'closed without one. The process exits within 10 s of the signal, and nothing it acknowledged '
+     'is lost: an event whose publish it answered 200 reaches the connections of the other nodes '
+     '(DEL-1).'),
     _r('HL-1', 'GET /health/realtime returns the metrics snapshot',
      '`GET /health/realtime` returns a JSON snapshot with: active connections, connects, '
      'disconnects, messages sent and dropped, slow-client evictions, subscribes and denials per '
@@ -321,7 +328,15 @@ CONVERGENCE = Requirement(
     "published while it was reconnecting count only when the target claims resume.",
     contract=False)
 
-CHECKS: dict[str, Requirement] = {**REQUIREMENTS, CONVERGENCE.id: CONVERGENCE}
+READERS = Requirement(
+    "READERS", "no connection that kept reading was closed by the server",
+    "A scenario that sets `max_readers_cut` expects no more connections than that to be closed by the "
+    "server while they kept reading, outside a fault that kills or restarts their node. The contract "
+    "lets a server close a slow consumer (DEL-6); a reader that keeps up evicted after a stall or a "
+    "burst is what the scenario says it must not see.",
+    contract=False)
+
+CHECKS: dict[str, Requirement] = {**REQUIREMENTS, CONVERGENCE.id: CONVERGENCE, READERS.id: READERS}
 
 #: what the history checker judges, in registry order
 CHECKER_IDS: tuple[str, ...] = tuple(r.id for r in REQUIREMENTS.values() if r.checker)

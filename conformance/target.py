@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import signal
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -91,13 +92,25 @@ class Target:
                            reload: bool = True) -> None:
         """Stop node i (SIGTERM), run `while_down`, start it again at the same URL and (`reload`)
         give it the world again (a node may keep its fixtures only in memory)."""
-        node = self.cluster.nodes[i]
-        await node.terminate()
+        await self.stop_node(i)
         try:
             if while_down is not None:
                 await while_down()
         finally:
-            await node.start()
+            await self.start_node(i, reload=reload)
+
+    async def stop_node(self, i: int, *, kill_after: float = 5.0) -> tuple[float, bool]:
+        """SIGTERM node i and wait for it to exit, SIGKILL after `kill_after` seconds: (seconds it
+        took, whether it had to be killed)."""
+        loop = asyncio.get_running_loop()
+        began = loop.time()
+        code = await self.cluster.nodes[i].terminate(kill_after)
+        return loop.time() - began, code == -signal.SIGKILL
+
+    async def start_node(self, i: int, *, reload: bool = True) -> None:
+        """Start node i again at the same URL and (`reload`) give it the world again (a node may
+        keep its fixtures only in memory)."""
+        await self.cluster.nodes[i].start()
         if reload and self.fixtures is not None:
             await self.controls[i].fixtures(self.fixtures)
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from aiohttp import web
 
 from . import control
@@ -29,9 +31,15 @@ def build_app(config: ServerConfig, broadcaster: Broadcaster | None = None, worl
         await state.broadcaster.stop()
 
     async def close_connections(app: web.Application) -> None:
-        # Before aiohttp waits for open handlers: a WebSocket handler only ends when its socket does.
+        """NODE-5: the node no longer listens; every client gets a close frame (1001, going away)
+        so that it reconnects elsewhere and resumes. aiohttp then waits for the handlers (its
+        shutdown_timeout, `drain_s` in `scopehub serve`), and a client that has not answered the
+        close within `drain_s` is cut. Sockets still waiting to authenticate have nothing to
+        resume: closed at once."""
         for conn in tuple(state.hub.connections):
-            conn.abort()
+            conn.goodbye(1001, "going away", grace=config.drain_s)
+        await asyncio.gather(*(asyncio.wait_for(ws.close(code=1001, message=b"going away"), 1.0)
+                               for ws in tuple(state.unauthenticated)), return_exceptions=True)
 
     app.cleanup_ctx.append(lifecycle)
     app.on_shutdown.append(close_connections)

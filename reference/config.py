@@ -23,6 +23,7 @@ class ServerConfig:
     ping_s: float = 54.0
     pong_s: float = 60.0
     send_queue: int = 256
+    drain_s: float = 3.0  # NODE-5: how long a stopping node waits for its clients' close handshakes
     max_inbound: int = 65536
     # Which capabilities /_control/info claims on top of what the broadcaster adds.
     capabilities: tuple[str, ...] = field(

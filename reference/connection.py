@@ -13,7 +13,10 @@ a writer task per connection re-framing every frame through aiohttp's WebSocketW
 
 Backpressure is the transport's: while its write buffer is above the high-water mark
 (`protocol.writing_paused`), frames stay in the queue and the connection's writer task
-waits for the drain, then writes them; a queue that reaches `limit` evicts (DEL-6)."""
+waits for the drain, then writes them. Only those held-back frames are the send queue of DEL-6:
+a queue that reaches `limit` while the peer is not draining evicts, with a close frame. Frames
+queued during one loop turn while the transport takes them are not a backlog (a burst after a
+stall, a client's pipelined requests), however many there are."""
 
 from __future__ import annotations
 
@@ -32,6 +35,11 @@ _HEAD1 = struct.Struct("!BB").pack
 _HEAD2 = struct.Struct("!BBH").pack
 _HEAD3 = struct.Struct("!BBQ").pack
 _FIN_TEXT = 0x81  # FIN + opcode 1 (text); no RSV bits: never compressed
+
+
+def close_frame(code: int, reason: str) -> bytes:
+    payload = struct.pack("!H", code) + reason.encode("utf-8")[:123]
+    return _HEAD1(0x88, len(payload)) + payload
 
 
 def text_frame(data: str) -> bytes:
@@ -126,7 +134,7 @@ class Connection:
         if self.closed:
             return False
         queue = self._queue
-        if len(queue) >= self.limit:
+        if len(queue) >= self.limit and self._behind():
             self.evict()
             return False
         queue.append(text_frame(data) if frame is None else frame)
@@ -140,7 +148,7 @@ class Connection:
         A connection that takes no frame for `timeout` is evicted (DEL-6), never left with a gap."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
-        while not self.closed and len(self._queue) >= self.limit:
+        while not self.closed and len(self._queue) >= self.limit and self._behind():
             self._drained.clear()
             self._room_wanted += 1
             try:
@@ -163,6 +171,11 @@ class Connection:
             self.buffers = None
         return held
 
+    def _behind(self) -> bool:
+        """The peer is not taking what it was sent: the transport holds more than its high-water
+        mark (or the socket is not writable yet)."""
+        return not self._started or self._protocol is None or self._protocol.writing_paused
+
     def evict(self) -> None:
         if self.closed:
             return
@@ -170,7 +183,29 @@ class Connection:
         self._metrics.slow_evictions += 1
         self._metrics.messages_dropped += len(self._queue) + 1
         self._on_evict(self)
-        self.abort()
+        self._queue.clear()
+        self.goodbye(1013, "slow consumer")  # try again later: reconnect, and resume what was missed
+
+    def goodbye(self, code: int, reason: str, grace: float = 2.0) -> None:
+        """Close with a close frame, written after whatever the transport still holds; a peer that
+        has not taken it within `grace` seconds is cut."""
+        if self.closed:
+            return
+        transport = self.transport
+        if transport is None or transport.is_closing() or not self._started:
+            self.abort()
+            return
+        self.closed = True
+        for t in self._tasks:
+            if t is not asyncio.current_task():
+                t.cancel()
+        try:
+            transport.write(close_frame(code, reason))
+            transport.close()  # once its buffer is written
+        except (ConnectionError, RuntimeError):
+            transport.abort()
+            return
+        asyncio.get_running_loop().call_later(grace, transport.abort)
 
     def _flush(self) -> None:
         """Hand every queued frame to the transport in one write, unless it asked us to wait."""

@@ -21,6 +21,7 @@ class NodeState:
     world: World = field(default_factory=World)
     metrics: Metrics = field(default_factory=Metrics)
     hub: Hub = field(init=False)
+    unauthenticated: set = field(default_factory=set)  # sockets still waiting for their auth frame
     authorizer: Authorizer = field(init=False)
 
     def __post_init__(self) -> None:

@@ -83,7 +83,11 @@ async def handle_ws(request: web.Request) -> web.StreamResponse:
             raise
     else:
         await ws.prepare(request)
-        user_id = await _first_message_auth(ws, st, wid)
+        st.unauthenticated.add(ws)  # a stopping node closes these at once (NODE-5)
+        try:
+            user_id = await _first_message_auth(ws, st, wid)
+        finally:
+            st.unauthenticated.discard(ws)
         if user_id is None:
             return ws
         conn = Connection(ws, transport, user_id, wid, cfg.send_queue, st.metrics, st.hub.detach)

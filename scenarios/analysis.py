@@ -167,3 +167,43 @@ def summarize(records: Iterable[dict], *, t0: float, publish_end: float, node_na
         "resumes": resume_series,
     }
     return summary, series
+
+
+#: faults after which a node's connections are expected to be gone: the node died or restarted
+_CUTTING_FAULTS = {"kill_node", "restart_node"}
+_CUT_GRACE_S = 2.0
+
+
+def readers_cut(records: Iterable[dict]) -> dict:
+    """Connections that kept reading and were closed by the server anyway, outside a fault that
+    kills or restarts their node: healthy readers evicted as slow consumers, or dropped. A
+    connection that had stopped reading (a `pause` in effect) may be evicted (DEL-6) and is not
+    counted. {"count": n, "codes": {close code: n}, "first": conn id or None}."""
+    node_of: dict[str, str] = {}
+    paused: set[str] = set()
+    windows: list[tuple[str, float, float]] = []  # (node url, start, end) of cutting faults
+    open_faults: dict[tuple[str, str], float] = {}
+    closes: list[tuple[float, str, object]] = []
+    for r in records:
+        typ = r.get("type")
+        if typ == "invoke" and r.get("f") == "connect":
+            node_of[r["conn"]] = r.get("node", "")
+        elif typ == "pause":
+            paused.add(r["conn"])
+        elif typ == "resume":
+            paused.discard(r["conn"])
+        elif typ == "fault" and r.get("fault") in _CUTTING_FAULTS:
+            for url in r.get("nodes", []):
+                if r.get("phase") == "start":
+                    open_faults[(r["fault"], url)] = r["t"]
+                else:
+                    windows.append((url, open_faults.pop((r["fault"], url), r["t"]), r["t"]))
+        elif typ == "close" and r.get("by") == "server" and r["conn"] not in paused:
+            closes.append((r["t"], r["conn"], r.get("code")))
+    windows += [(url, start, float("inf")) for (_, url), start in open_faults.items()]
+    cut = [(t, conn, code) for t, conn, code in closes
+           if not any(url == node_of.get(conn) and start <= t <= end + _CUT_GRACE_S for url, start, end in windows)]
+    codes: dict[str, int] = {}
+    for _, _, code in cut:
+        codes[str(code)] = codes.get(str(code), 0) + 1
+    return {"count": len(cut), "codes": codes, "first": cut[0][1] if cut else None}

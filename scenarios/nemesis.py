@@ -15,6 +15,10 @@ from .spec import Fault, Scenario
 log = logging.getLogger("scopehub.nemesis")
 
 
+class NemesisError(RuntimeError):
+    """A fault this run cannot apply (the simulator reports it, one line)."""
+
+
 @dataclass
 class Window:
     kind: str
@@ -63,7 +67,7 @@ class Nemesis:
     def _target(self, f: Fault) -> str:
         if f.node is not None:
             return f"node-{f.node + 1}"
-        return {"restart_redis": "redis", "client_jitter": "clients", "slow_readers": "clients"}.get(f.kind, "")
+        return {"restart_redis": "redis", "pause_redis": "redis", "client_jitter": "clients", "slow_readers": "clients"}.get(f.kind, "")
 
     async def _heal_later(self, i: int, started: float, after: float) -> None:
         await asyncio.sleep(after)
@@ -91,7 +95,9 @@ class Nemesis:
             await c.restart_node(f.node)
             self.down.discard(f.node)
         elif f.kind == "restart_redis":
-            await asyncio.to_thread(c.redis_server.restart)
+            await asyncio.to_thread(self._store().restart)
+        elif f.kind == "pause_redis":
+            self._store().pause()
         elif f.kind == "link_latency":
             c.proxies[f.node].set_latency(f.latency_s)
         elif f.kind == "link_cut":
@@ -107,6 +113,8 @@ class Nemesis:
             await c.restart_node(f.node)
         elif f.kind == "pause_node":
             c.nodes[f.node].resume()
+        elif f.kind == "pause_redis":
+            self._store().resume()
         elif f.kind in ("link_latency", "link_cut"):
             c.proxies[f.node].heal()
         elif f.kind == "client_jitter":
@@ -116,10 +124,18 @@ class Nemesis:
         if f.node is not None:
             self.down.discard(f.node)
 
+    def _store(self):
+        server = self.cluster.redis_server
+        if server is None or not hasattr(server, "pause"):
+            raise NemesisError(f"this fault needs a redis-server the simulator started; the run has {self.cluster.redis_label}")
+        return server
+
     async def heal_all(self, started: float) -> None:
         """End of the fault phase: undo whatever is still in effect."""
         for t in self._heals:
             t.cancel()
-        await asyncio.gather(*self._heals, return_exceptions=True)
+        for r in await asyncio.gather(*self._heals, return_exceptions=True):
+            if isinstance(r, Exception):
+                log.error("a fault could not be undone on time: %r (healing it now)", r)
         for i in list(self._open):
             await self._heal(i, started)

@@ -19,7 +19,7 @@ import aiohttp
 from conformance import checker
 from conformance.client import Control
 from conformance.history import HistoryWriter, merge_files, read_history
-from conformance.requirements import CONVERGENCE
+from conformance.requirements import CONVERGENCE, READERS
 from conformance.verdict import Outcome, Verdict, decide
 from scopehub.cluster import Cluster, ClusterSpec
 from scopehub.processes import NodeStartError
@@ -174,6 +174,9 @@ async def simulate(sc: Scenario, out_dir: str, *, seed: int, redis: str | None, 
             chaos = asyncio.create_task(nemesis.run(t0))
             pub = asyncio.create_task(publisher.run(sc.duration_s, t0))
             while not pub.done():
+                if chaos.done() and not chaos.cancelled() and chaos.exception() is not None:
+                    pub.cancel()
+                    raise SimError(f"a fault could not be applied: {chaos.exception()}")
                 live.pull(stats)
                 progress.tick(loop.time() - t0, publisher, live, nemesis.active())
                 await asyncio.sleep(0.25)
@@ -215,6 +218,9 @@ async def simulate(sc: Scenario, out_dir: str, *, seed: int, redis: str | None, 
     found = [decide(rid, claimed=caps, profile="default", checked=checked.verdicts.get(rid), checked_by="history",
                     elsewhere="the simulator's history checker does not judge it") for rid in sc.checks]
     found.append(convergence(summary, sc.min_delivery_ratio, resume="resume" in caps))
+    summary["readers_cut"] = analysis.readers_cut(read_history(history))
+    if sc.max_readers_cut is not None:
+        found.append(readers_kept(summary["readers_cut"], sc.max_readers_cut))
     verdicts = [v.to_dict() for v in found]
     passed = not any(v.status == Outcome.FAIL for v in found)
     meta = {"scenario": sc.name, "description": sc.description, "seed": seed,
@@ -239,6 +245,16 @@ def convergence(summary: dict, min_ratio: float, *, resume: bool) -> Verdict:
     elif ratio < min_ratio:
         v.status = Outcome.FAIL
         v.reason = f"delivered {ratio:.4%} ({summary['lost']} lost of {summary['expected_deliveries']})"
+    return v
+
+
+def readers_kept(cut: dict, most: int) -> Verdict:
+    """The simulator's own check, where a scenario asks for it: healthy readers were not cut."""
+    v = Verdict(READERS.id, f"at most {most} reading connections closed by the server", Outcome.PASS)
+    if cut["count"] > most:
+        v.status = Outcome.FAIL
+        v.reason = (f"{cut['count']} connections that kept reading were closed by the server (close codes "
+                    + ", ".join(f"{code}: {n}" for code, n in sorted(cut["codes"].items())) + f"; first {cut['first']})")
     return v
 
 

@@ -16,6 +16,7 @@ FAULT_KINDS = {
     "pause_node": "SIGSTOP one node; SIGCONT at the end of the window",
     "restart_node": "SIGTERM one node and start it again at once",
     "restart_redis": "restart Redis (persistence off: streams are lost)",
+    "pause_redis": "SIGSTOP Redis for the window (its port stays open, nothing is answered); SIGCONT at its end",
     "link_latency": "add latency to one node's link to Redis for the window",
     "link_cut": "cut one node off from Redis for the window",
     "client_jitter": "cut clients' sockets at random (every ~period_s, for ~down_s) during the window",
@@ -76,6 +77,7 @@ class Scenario:
     faults: list[Fault] = field(default_factory=list)
     checks: list[str] = field(default_factory=lambda: list(DEFAULT_CHECKS))
     min_delivery_ratio: float = 1.0
+    max_readers_cut: int | None = None  # READERS: connections that kept reading yet were closed (None: not judged)
     source: str = ""
 
     def scaled(self, duration_s: float) -> None:
@@ -215,8 +217,10 @@ def parse(doc: dict, source: str = "") -> Scenario:
         fr.done()
         if fault.at >= s.duration_s:
             raise ScenarioError(f"faults[{i}].at: expected a time before duration_s ({s.duration_s:g})")
-        if kind == "restart_redis" and s.redis != "auto":
-            raise ScenarioError(f"faults[{i}].kind: restart_redis needs cluster.redis = \"auto\" (a Redis the simulator started)")
+        if kind in ("restart_redis", "pause_redis") and s.redis != "auto":
+            raise ScenarioError(f"faults[{i}].kind: {kind} needs cluster.redis = \"auto\" (a Redis the simulator started)")
+        if kind in ("pause_redis", "pause_node") and fault.duration <= 0:
+            raise ScenarioError(f"faults[{i}].duration: {kind} needs a window: expected seconds > 0")
         s.faults.append(fault)
 
     ch = _Reader(top.get("checks", dict, {}), "checks")
@@ -224,6 +228,7 @@ def parse(doc: dict, source: str = "") -> Scenario:
                   expect="a list of requirement IDs from docs/protocol.md")
     s.checks = list(reqs)
     s.min_delivery_ratio = float(ch.get("min_delivery_ratio", (int, float), 1.0, check=_num(lo=0, hi=1), expect="a fraction 0..1"))
+    s.max_readers_cut = ch.get("max_readers_cut", int, None, check=_num(lo=0), expect="a whole number >= 0")
     ch.done()
     top.done()
     return s

@@ -17,6 +17,7 @@ from aiohttp import web
 from reference.app import build_app
 from reference.relay import STRATEGIES, RelaySettings, make_broadcaster
 from reference.config import DEV_JWT_SECRET, ServerConfig, parse_cidrs, parse_list
+from reference.state import STATE
 from reference.world import FixtureError, parse_world
 
 
@@ -71,7 +72,11 @@ def add_node_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--pong-timeout", metavar="S", type=_positive, default=60.0,
                    help="close a connection that has not answered a ping for this long (default 60)")
     p.add_argument("--send-queue", metavar="N", type=_count, default=256,
-                   help="frames a connection may have pending before it is evicted as slow (default 256)")
+                   help="frames a connection may have held back while its peer is not reading "
+                        "before it is evicted as slow, with close code 1013 (default 256)")
+    p.add_argument("--drain", metavar="S", type=_positive, default=3.0,
+                   help="on SIGTERM, seconds to wait for clients to answer the 1001 close frame "
+                        "before cutting them; the node exits within about this plus 1 s (default 3)")
 
 
 def config_from(args: argparse.Namespace, node_id: str) -> ServerConfig:
@@ -86,6 +91,7 @@ def config_from(args: argparse.Namespace, node_id: str) -> ServerConfig:
         ping_s=args.ping_interval,
         pong_s=args.pong_timeout,
         send_queue=args.send_queue,
+        drain_s=args.drain,
     )
 
 
@@ -167,7 +173,10 @@ def run(args: argparse.Namespace) -> int:
 async def serve(app: web.Application, host: str, port: int) -> int:
     from .cli import UserError
 
-    runner = web.AppRunner(app, handle_signals=False, access_log=None)
+    # NODE-5: on SIGTERM the node stops listening, sends every client a close frame and waits
+    # at most drain_s for them (then cuts what is left): it exits within drain_s + about 1 s.
+    runner = web.AppRunner(app, handle_signals=False, access_log=None,
+                           shutdown_timeout=app[STATE].config.drain_s)
     await runner.setup()
     site = web.TCPSite(runner, host, port)
     try:

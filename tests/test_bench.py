@@ -22,7 +22,7 @@ from rich.console import Console
 
 from bench import report, runner
 from bench.workloads import Sizes
-from reference.connection import Connection, text_frame
+from reference.connection import Connection, close_frame, text_frame
 from reference.metrics import Metrics
 from scopehub.cli import main
 from wire_helpers import WAIT, health
@@ -126,6 +126,9 @@ class _Sink:
     def abort(self) -> None:
         self.closing = True
 
+    def close(self) -> None:
+        self.closing = True
+
     # protocol
     async def _drain_helper(self) -> None:
         if self.writing_paused:
@@ -185,7 +188,8 @@ async def test_queued_frames_wait_for_start_and_drain_and_go_out_in_order():
     assert not conn.enqueue("l")  # the fifth evicts instead of dropping a frame (DEL-6)
     assert evicted == [conn] and conn.closed and sink.closing
     assert metrics.slow_evictions == 1 and metrics.messages_dropped == 5
-    assert b"".join(sink.chunks) == b"".join(text_frame(s) for s in "abcdefg")
+    # what the transport had, then the eviction's close frame (try again later)
+    assert b"".join(sink.chunks) == b"".join(text_frame(s) for s in "abcdefg") + close_frame(1013, "slow consumer")
     await conn.close()
 
 

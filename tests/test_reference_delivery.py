@@ -114,6 +114,8 @@ async def test_slow_consumer_is_evicted_with_a_gap_free_prefix_while_readers_get
                 break
             seqs.append(json.loads(msg.data)["payload"]["seq"])
         assert seqs == list(range(len(seqs))) and len(seqs) < len(published)
+        # the eviction says so: a close frame after what the socket already held (try again later)
+        assert msg.type is aiohttp.WSMsgType.CLOSE and msg.data == 1013 and msg.extra == "slow consumer", msg
         assert slow.closed
 
         await reader.wait_for(with_id(published[-1]), WAIT)
@@ -162,3 +164,21 @@ async def test_global_event_during_authentication_does_not_precede_auth_ack(star
         assert event_ids(c).count(early["event_id"]) <= 1
     finally:
         await c.close()
+
+
+@pytest.mark.req("DEL-6", "DEL-1")
+async def test_a_burst_in_one_loop_turn_reaches_a_reader_that_keeps_up(start_node, connect, world):
+    """A relay read batch (or a backlog after a store stall) hands the hub many events in one
+    event-loop turn: a reader whose socket takes them is not a slow consumer, however many there
+    are (the send queue is what the peer does not drain, not what one turn queued)."""
+    node = await start_node(send_queue=8)
+    alice = await connect(world.alice, world.ws_a, on=node)
+    assert await alice.subscribe("task", world.task_a) == ack("subscribe", "task", world.task_a)
+    published = []
+    for i in range(300):  # the memory relay delivers inside publish: no await here suspends
+        event_id, _ = await node.state.broadcaster.publish("task", world.task_a, {"type": "test:burst",
+                                                                                  "payload": {"i": i}})
+        published.append(event_id)
+    await alice.wait_for(with_id(published[-1]), WAIT)
+    assert event_ids(alice) == published
+    assert node.state.metrics.slow_evictions == 0

@@ -16,7 +16,7 @@ import aiohttp
 import pytest
 
 from conformance.client import WsClient
-from conformance.rawws import OP_TEXT, RawWebSocket, auth_of, ping_of
+from conformance.rawws import OP_TEXT, RawWebSocket, auth_of, encode_frame, ping_of
 
 WAIT = 5.0
 LIMIT = 65536
@@ -196,3 +196,23 @@ async def test_client_that_answers_transport_pings_stays_open(quiet_ws):
 
     await asyncio.wait_for(answer(6), WAIT)
     assert not ws.closed
+
+
+@pytest.mark.req("IN-2")
+async def test_pipelined_requests_beyond_the_send_queue_are_all_answered(start_node, world):
+    """A client that writes more requests at once than the send queue holds gets every answer,
+    in order: answers queued in one turn to a socket that takes them are no backlog (DEL-6)."""
+    node = await start_node(send_queue=8)
+    token = await node.control.token(world.alice)
+    ws = await RawWebSocket.connect(node.base, {"workspace_id": world.ws_a})
+    try:
+        ws.send_frame(OP_TEXT, json.dumps({"type": "auth", "payload": {"token": token}}).encode())
+        await ws.flush()
+        assert await asyncio.wait_for(ws.recv_frame(), 5) == (OP_TEXT, b'{"type":"auth_ack"}')
+        ws.writer.write(b"".join(encode_frame(OP_TEXT, b'{"type":"ping"}') for _ in range(300)))  # one write
+        await ws.flush()
+        answers = [await asyncio.wait_for(ws.recv_frame(), 5) for _ in range(300)]
+        assert {a for a in answers} == {(OP_TEXT, b'{"type":"pong"}')}
+        assert node.state.metrics.slow_evictions == 0
+    finally:
+        await ws.close()

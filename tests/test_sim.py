@@ -16,7 +16,7 @@ import pytest
 from scenarios.sim import simulate
 from scenarios.spec import ScenarioError, builtin, catalogue, load, parse
 
-CATALOGUE = ["smoke", "node-crash", "redis-restart", "relay-partition", "slow-consumers", "reconnect-storm",
+CATALOGUE = ["smoke", "node-crash", "redis-restart", "redis-freeze", "node-stall", "relay-partition", "slow-consumers", "reconnect-storm",
              "subscription-churn", "hot-scope", "many-scopes"]
 
 
@@ -52,6 +52,7 @@ def test_the_catalogue_is_complete():
     ({"name": "x", "faults": [{"kind": "meteor", "at": 1}]}, "faults[0].kind"),
     ({"name": "x", "duration_s": 10, "faults": [{"kind": "kill_node", "at": 11}]}, "faults[0].at"),
     ({"name": "x", "cluster": {"nodes": 2}, "faults": [{"kind": "kill_node", "at": 1, "node": 5}]}, "faults[0].node"),
+    ({"name": "x", "faults": [{"kind": "pause_redis", "at": 1}]}, "faults[0].duration"),
     ({"name": "x", "checks": {"requirements": ["DEL-99"]}}, "checks.requirements"),
     ({"name": "x", "clients": {"cuont": 3}}, "clients.cuont"),
     ({"name": "x", "clients": {"workspaces": 2, "workspace_size": 5}}, "clients.workspace_size"),

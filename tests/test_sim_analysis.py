@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from scenarios.analysis import summarize
+from scenarios.analysis import readers_cut, summarize
 
 W, U, N = "ws-1", "user-1", "http://node-1"
 
@@ -63,3 +63,21 @@ def test_without_resume_a_client_is_owed_only_what_was_published_while_it_was_co
     summary, _ = summarize(iter(_history()), t0=9.0, publish_end=20.0, node_names={N: "node-1"}, windows=[],
                            resume=False)
     assert (summary["expected_deliveries"], summary["delivered"], summary["lost"]) == (1, 0, 1)  # e3 only
+
+
+def test_readers_cut_counts_only_server_closes_of_reading_connections_outside_node_faults():
+    n1, n2 = "http://n1", "http://n2"
+
+    def connect(conn, node, t=0.0):
+        return {"t": t, "p": "w", "type": "invoke", "f": "connect", "conn": conn, "node": node}
+    records = [
+        connect("reading", n1), connect("paused", n1), connect("on-killed-node", n2), connect("left", n1),
+        {"t": 1.0, "p": "w", "type": "pause", "conn": "paused"},
+        {"t": 2.0, "p": "publisher", "type": "fault", "fault": "kill_node", "phase": "start", "target": "node-2", "nodes": [n2]},
+        {"t": 2.5, "p": "w", "type": "close", "conn": "on-killed-node", "by": "server", "code": 1006},
+        {"t": 3.0, "p": "publisher", "type": "fault", "fault": "kill_node", "phase": "end", "target": "node-2", "nodes": [n2]},
+        {"t": 4.0, "p": "w", "type": "close", "conn": "paused", "by": "server", "code": 1013},
+        {"t": 4.0, "p": "w", "type": "close", "conn": "left", "by": "client", "code": 1000},
+        {"t": 5.0, "p": "w", "type": "close", "conn": "reading", "by": "server", "code": 1013},
+    ]
+    assert readers_cut(records) == {"count": 1, "codes": {"1013": 1}, "first": "reading"}

@@ -16,6 +16,8 @@ and show the history checker catches bugs too, within --quick."""
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -71,6 +73,7 @@ BUGS = [
     Bug("replay-off-by-one", ("REP-3",), ("REP-3",), cases=("rep3_missed_then_live",)),
     Bug("resume-unauthorized", ("REP-7", "AZ-4"), ("REP-7", "AZ-4"), cases=("rep7_forbidden_resume_replays_nothing",)),
     Bug("expired-tokens", ("HS-4",), ("HS-4",), cases=("hs4_expired",)),
+    Bug("sigterm-drop", ("NODE-5",), ("NODE-5",), nodes=2, cases=("node5_sigterm_drains_the_node",), narrow=True),
     # What only longer runs show (two nodes, as `scopehub conform --node-command ... --nodes 2`):
     Bug("dedup-window", ("DEL-2",), ("DEL-2",), nodes=2, cases=("del2_sustained_load_every_event_once",), narrow=True),
     Bug("bounded-read-pool", ("DEL-1",), ("DEL-1",), nodes=2, cases=("del1_many_scopes_on_one_node",), narrow=True),
@@ -222,6 +225,27 @@ async def test_suite_fails_a_correct_node_behind_a_frame_dropping_proxy(redis_se
 # -- the exploration alone: the history checker's path -------------------------------------------------
 
 EXPLORE_SEED = 1  # fixed: the run is reproducible, and this seed reaches a 7th event on one connection
+
+
+async def test_an_exploration_the_target_stops_answering_ends_in_errors_not_a_traceback(redis_server):
+    """A node frozen (SIGSTOP) in the middle of the exploration: the step it holds up is bounded,
+    the run ends, and no requirement passes on what could not be finished."""
+    cluster = await start("none", 1, "", redis_server.url)
+    pid = cluster.nodes[0].pid
+    loop = asyncio.get_running_loop()
+    try:
+        async with aiohttp.ClientSession() as session:
+            claimed = (await Target.open(session, cluster.urls, cluster.spec.control_token)).capabilities
+        loop.call_later(1.5, os.kill, pid, signal.SIGSTOP)
+        found, summary = await asyncio.to_thread(
+            explore.run, cluster.urls, cluster.spec.control_token, seed=EXPLORE_SEED, examples=200,
+            profile="default", capabilities=claimed, shrink=False)
+    finally:
+        os.kill(pid, signal.SIGCONT)
+        await cluster.stop()
+    assert "did not finish" in (summary["failure"] or ""), summary
+    assert not [rid for rid, v in found.items() if v.status == "pass"], {r: v.status for r, v in found.items()}
+    assert any(v.status == "error" and "could not go on" in v.reason for v in found.values())
 
 
 @pytest.mark.req("DEL-2")

@@ -377,13 +377,12 @@ async def everything_or_closed(ctx, client, sent: list[str], scope: str, sid: st
     everything). What arrived is judged for repeats and order either way. Open without
     everything, a live marker tells a gap (the stream went on: `gap`) from a stall (nothing
     more arrives, the connection stays open: `stall`)."""
-    loop = asyncio.get_running_loop()
     complete = await collect(ctx, client, sent, timeout, start=start)
-    closed_at = loop.time() if client.closed else None
+    closed_at = client.closed_at if client.closed else None
     if not complete and closed_at is None:
         mk = await ctx.publish(scope, sid, {"type": "conformance:marker"}, node=pub)
         arrived = await collect(ctx, client, [mk["event_id"]], DELIVERY, start=start)
-        closed_at = loop.time() if client.closed else None
+        closed_at = client.closed_at if client.closed else None
         if closed_at is None:
             have = set(among(client, sent, start))
             ctx.expect(arrived, f"{who} was neither sent everything nor closed: it stays open and receives nothing",

@@ -70,7 +70,9 @@ class Backoff:
 
 class RelayMetrics:
     def __init__(self) -> None:
-        self.connected = False
+        self.connected = False  # the write path's last word; readers report their own below
+        self.failing_readers: set = set()  # readers whose last read failed
+        self.task_restarts = 0  # background tasks that failed and were restarted
         self.xadd_total = self.xadd_errors = 0
         self.xread_total = self.xread_errors = 0
         self.xack_total = self.xack_errors = 0
@@ -124,12 +126,37 @@ class RedisRelay(Broadcaster):
         except TRANSIENT as e:  # start anyway: readers keep retrying until the store is back
             self.metrics.error("xread_errors", e)
             log.warning("redis unreachable at start: %s", e)
-        self._spawn(self._heartbeat_loop())
+        self._spawn("heartbeat", self._heartbeat_loop)
 
-    def _spawn(self, coro) -> asyncio.Task:
-        task = asyncio.get_running_loop().create_task(coro)
+    def _spawn(self, name: str, run) -> asyncio.Task:
+        """Run `run()` for the relay's lifetime. A task that fails is logged, counted in the
+        health snapshot and started again: a reader that ended silently would leave every scope
+        it reads dead on this node while health still said connected."""
+        async def supervised() -> None:
+            backoff = Backoff()
+            while not self._stopping:
+                try:
+                    await run()
+                    return
+                except Exception as e:  # noqa: BLE001 - whatever it was, the task must come back
+                    if self._stopping:
+                        return
+                    self.metrics.task_restarts += 1
+                    self.metrics.last_error = f"{name}: {type(e).__name__}: {e}"[:300]
+                    log.exception("relay task %s failed; restarting it", name)
+                    await backoff.wait()
+
+        task = asyncio.get_running_loop().create_task(supervised(), name=f"relay-{name}")
         self._tasks.append(task)
         return task
+
+    def reader_failed(self, reader, exc: BaseException) -> None:
+        self.metrics.error("xread_errors", exc)
+        self.metrics.failing_readers.add(reader)
+
+    def reader_ok(self, reader) -> None:
+        self.metrics.connected = True  # a read answered: the store is back
+        self.metrics.failing_readers.discard(reader)
 
     async def stop(self) -> None:
         self._stopping = True
@@ -158,21 +185,25 @@ class RedisRelay(Broadcaster):
         try:
             entry_id = await asyncio.wait_for(self._append(keys=[key, last_key], args=args),
                                               self.settings.publish_timeout_s)
-        except TRANSIENT as e:
+        except Exception as e:  # noqa: BLE001 - whatever failed, the answer is 503 (NODE-3), never 500
+            if not isinstance(e, TRANSIENT):
+                log.warning("publish failed unexpectedly: %r", e)
             self.metrics.error("xadd_errors", e)
+            self.metrics.connected = False
             await self._drop_connections()
             raise PublishFailed(f"relay store unavailable: {type(e).__name__}") from None
         self.metrics.xadd_total += 1
         self.metrics.connected = True
         return event_id, positions.encode(scope_type, scope_id, entry_id)
 
-    async def _drop_connections(self) -> None:
-        # After an outage the pool holds sockets to a server that is gone; each would fail
-        # one more publish. Drop them all so the next call connects afresh.
+    async def _drop_connections(self, client=None) -> None:
+        # After an outage the pool holds sockets to a server that is gone; each would fail one
+        # more call. Drop the idle ones so the next call connects afresh; never one in use: a
+        # command pending on it (another publish, a reader's XACK) would break inside redis-py.
         try:
-            await self.write.connection_pool.disconnect()
-        except TRANSIENT:
-            pass
+            await (client or self.write).connection_pool.disconnect(inuse_connections=False)
+        except Exception as e:  # noqa: BLE001
+            self.metrics.last_error = f"disconnect: {type(e).__name__}: {e}"[:300]
 
     @staticmethod
     def _frame(scope_type: str, scope_id: str, entry_id: str, fields: dict) -> str:
@@ -212,12 +243,14 @@ class RedisRelay(Broadcaster):
 
     async def _heartbeat_loop(self) -> None:
         ttl = max(1, int(self.settings.heartbeat_s * 3))
-        while True:
+        while not self._stopping:
             try:
                 await self.write.set(self.heartbeat_key(), str(time.time()), ex=ttl)
+                self.metrics.connected = True
                 await self._on_heartbeat()
-            except TRANSIENT as e:
-                self.metrics.last_error = f"heartbeat: {e}"[:300]
+            except Exception as e:  # noqa: BLE001 - the next beat tries again
+                self.metrics.connected = False
+                self.metrics.last_error = f"heartbeat: {type(e).__name__}: {e}"[:300]
                 await self._drop_connections()
             await asyncio.sleep(self.settings.heartbeat_s)
 
@@ -228,11 +261,13 @@ class RedisRelay(Broadcaster):
         m = self.metrics
         return {
             "strategy": self.name, "node_id": self.node_id, "instance": self.instance,
-            "connected": m.connected,
+            # connected only when the write path and every reader last succeeded
+            "connected": m.connected and not m.failing_readers,
             "xadd_total": m.xadd_total, "xadd_errors": m.xadd_errors,
             "xread_total": m.xread_total, "xread_errors": m.xread_errors,
             "xack_total": m.xack_total, "xack_errors": m.xack_errors,
             "last_error": m.last_error, "lag_ms": round(m.lag_ms, 1),
+            "failing_readers": len(m.failing_readers), "task_restarts": m.task_restarts,
             "active_readers": self.active_readers(),
         }
 

@@ -55,7 +55,7 @@ class ShardedRelay(RedisRelay):
         await super().start()
         self.cursors = [await self._end_of(shard_key(n)) for n in range(self.settings.shards)]
         for n in range(self.settings.shards):
-            self._spawn(self._read_loop(n))
+            self._spawn(f"reader-{n}", lambda n=n: self._read_loop(n))
 
     def cursor(self, scope_type, scope_id):
         if not self.cursors:
@@ -100,17 +100,20 @@ class ShardedRelay(RedisRelay):
 
     async def _read_loop(self, n: int) -> None:
         key, client, backoff, s = shard_key(n), self.readers[n], Backoff(), self.settings
-        while True:
+        while not self._stopping:  # redis-py may swallow a cancellation in a blocking read
             try:
                 reply = await client.xread({key: self.cursors[n]}, count=s.read_count, block=s.block_ms)
-            except TRANSIENT as e:
-                self.metrics.error("xread_errors", e)
-                self.metrics.connected = False
-                await self._drop_connections()
+            except Exception as e:  # noqa: BLE001 - the store went away, or redis-py broke under it
+                if self._stopping:  # a cancelled read can surface as redis-py's own error
+                    return
+                if not isinstance(e, TRANSIENT):
+                    log.warning("reader failed unexpectedly, reconnecting: %r", e)
+                self.reader_failed(n, e)
+                await self._drop_connections(client)
                 await backoff.wait()
                 continue
             backoff.reset()
-            self.metrics.connected = True
+            self.reader_ok(n)
             for _key, entries in reply or ():
                 for entry_id, fields in entries:
                     scope_type, scope_id = fields.get("s", ""), fields.get("i", "")

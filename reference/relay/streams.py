@@ -78,8 +78,8 @@ class StreamsRelay(RedisRelay):
 
     async def start(self) -> None:
         await super().start()
-        for slot in self.slots:
-            self._spawn(self._read_loop(slot))
+        for i, slot in enumerate(self.slots):
+            self._spawn(f"reader-{i}", lambda slot=slot: self._read_loop(slot))
         await self.on_first_subscriber(*GLOBAL)  # every node delivers global events
 
     async def _close_clients(self) -> None:
@@ -199,7 +199,11 @@ class StreamsRelay(RedisRelay):
     async def _read_loop(self, slot: _Slot) -> None:
         backoff = Backoff()
         s = self.settings
-        while True:
+        # (Re)started: whatever a failed run read but did not deliver is read again from each
+        # scope's cursor, on a connection of its own.
+        slot.client_id = None
+        slot.needs_group.update(slot.streams)
+        while not self._stopping:  # redis-py may swallow a cancellation in a blocking read
             for waiter in slot.reissued:  # no read in flight now; the next one lacks their keys
                 if not waiter.done():
                     waiter.set_result(None)
@@ -223,22 +227,25 @@ class StreamsRelay(RedisRelay):
                     slot.blocked = False
             except ResponseError as e:
                 if "NOGROUP" not in str(e):
-                    self.metrics.error("xread_errors", e)
+                    self.reader_failed(id(slot), e)
                     await backoff.wait()
                     continue
                 m = _NOGROUP_KEY.search(str(e))
                 slot.needs_group.update([m.group(1)] if m and m.group(1) in slot.streams else slot.streams)
                 continue
-            except TRANSIENT as e:
-                self.metrics.error("xread_errors", e)
-                self.metrics.connected = False
-                await self._drop_connections()
+            except Exception as e:  # noqa: BLE001 - the store went away, or redis-py broke under it
+                if self._stopping:  # a cancelled read can surface as redis-py's own error
+                    return
+                if not isinstance(e, TRANSIENT):
+                    log.warning("reader failed unexpectedly, reconnecting: %r", e)
+                self.reader_failed(id(slot), e)
+                await self._drop_connections(slot.client)
                 slot.client_id = None  # a new connection has a new id
-                slot.needs_group.update(slot.streams)
+                slot.needs_group.update(slot.streams)  # and the group may be gone: repair from the cursor
                 await backoff.wait()
                 continue
             backoff.reset()
-            self.metrics.connected = True
+            self.reader_ok(id(slot))
             if reply:
                 await self._consume(slot, reply)
 
@@ -266,14 +273,17 @@ class StreamsRelay(RedisRelay):
             acks.append((key, [e[0] for e in entries]))
         if not acks:
             return
-        pipe = self.write.pipeline(transaction=False)
+        # On the slot's own connection (idle between reads): a failing publish that resets the
+        # write pool can never break an acknowledgement, nor an acknowledgement a read.
+        pipe = slot.client.pipeline(transaction=False)
         for key, ids in acks:
             pipe.xack(key, self.group, *ids)
         try:
             await asyncio.wait_for(pipe.execute(raise_on_error=False), 2.0)
             self.metrics.xack_total += sum(len(ids) for _, ids in acks)
-        except TRANSIENT as e:
+        except Exception as e:  # noqa: BLE001 - unacknowledged entries were delivered; the read goes on
             self.metrics.error("xack_errors", e)
+            slot.client_id = None  # its connection may have been replaced: ask for the id again
 
     # -- upkeep: node sets and the sweeper ------------------------------------------------------
     def _node_expiry(self) -> float:
