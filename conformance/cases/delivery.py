@@ -571,13 +571,7 @@ async def del2_resubscribe_while_events_flow_cross_node(ctx):
 # -- DEL-3: publisher order --------------------------------------------------------------------------
 
 async def _del3_interleaved(ctx, pub_nodes: list[int], rounds: int = 40) -> None:
-    w = ctx.world
-    alice = await ctx.connect(w.alice, w.ws_a)
-    await hold(ctx, alice, "task", w.task_a, "alice")
-    await hold(ctx, alice, "chat", w.chat_alice, "alice")
-    targets = [("workspace", w.ws_a), ("user", w.alice), ("task", w.task_a), ("chat", w.chat_alice)]
-    if "global" in ctx.target.capabilities:
-        targets.append(("global", "all"))
+    alice, targets = await alice_on_every_scope(ctx)
     sent: dict[tuple, list] = {t: [] for t in targets}
     k = 0
     for i in range(rounds):
