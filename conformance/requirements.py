@@ -44,7 +44,8 @@ REQUIREMENTS: dict[str, Requirement] = {r.id: r for r in [
      'Cookie auth: a `multica_auth` cookie holding a token is checked before the upgrade. A bad '
      'token gets 401 `{"error":"invalid token"}`; a disabled user 403 `{"error":"account '
      'disabled"}`; a user who is not a member of W 403 `{"error":"not a member of this '
-     'workspace"}`. On success the connection is live at once; no `auth_ack` is sent.',
+     'workspace"}`. On success the connection is live at once; no `auth_ack` is sent. With several '
+     "`multica_auth` cookies, the first one counts (as Go's `Request.Cookie` reads them).",
        capability='cookie_auth'),
     _r('HS-3', 'token auth: the first data frame is auth within the timeout, exact error texts',
      "Token auth (no cookie): the client's first data frame MUST be "
@@ -78,7 +79,9 @@ REQUIREMENTS: dict[str, Requirement] = {r.id: r for r in [
      '`subscribe` and `unsubscribe` take the payload `{"scope":S,"id":I}`. If the payload is not '
      'an object, or the scope or id is missing or empty, the answer is '
      '`{"type":"<type>_error","payload":{"scope":S,"id":I,"error":"invalid payload"}}`, where '
-     '`<type>` is `subscribe` or `unsubscribe`.'),
+     '`<type>` is `subscribe` or `unsubscribe`. A scope or id that is not valid Unicode (a `\\ud800` '
+     'escape without its pair) is answered either `invalid payload` or as the string a decoder '
+     'makes of it (U+FFFD in its place); either way the connection keeps working.'),
     _r('IN-2', 'ping is answered pong',
      '`{"type":"ping"}` is answered `{"type":"pong"}`. A connection\'s answers (`auth_ack`, `pong`, '
      'subscribe and unsubscribe answers) go out in the order of the frames they answer, so a pong '
@@ -86,7 +89,10 @@ REQUIREMENTS: dict[str, Requirement] = {r.id: r for r in [
      "a connection's frames one at a time). Event frames may come between answers."),
     _r('IN-3', 'invalid JSON and unknown types are ignored',
      'Frames that are not valid JSON, and frames of an unknown type, are ignored: no answer, and '
-     'the connection stays open and keeps working.'),
+     'the connection stays open and keeps working. Valid JSON is RFC 8259\'s, in UTF-8: `NaN` and '
+     '`Infinity`, a byte order mark and other encodings (UTF-16, UTF-32) are not. Valid JSON '
+     "beyond a parser's limits (numbers of more than 4,000 digits, nesting deeper than 500 levels) "
+     'may be answered or ignored; either way the connection keeps working.'),
     _r('IN-4', 'inbound messages over 65,536 bytes close with 1009',
      'An inbound message longer than 65,536 bytes closes the connection with code 1009, before or '
      'after auth. Exactly 65,536 bytes is allowed. The length is counted over all fragments of the '
@@ -94,6 +100,10 @@ REQUIREMENTS: dict[str, Requirement] = {r.id: r for r in [
     _r('IN-5', 'transport pings, and a close after the pong timeout',
      'The server sends transport pings (default every 54 s) and closes a connection that has not '
      'answered within the pong timeout (default 60 s).'),
+    _r('IN-6', 'frames RFC 6455 forbids fail the connection with 1002',
+     'The server follows RFC 6455 where a client breaks it: a client frame that is not masked, or '
+     'a close frame with a code an endpoint may not send (below 1000, 1004 to 1006, 1015 to 2999, '
+     '5000 and above), fails the connection with close code 1002.'),
     _r('SUB-1', "workspace/user scopes only for the connection's own ids",
      "`workspace` and `user` may be subscribed only with the connection's own workspace id and "
      'user id; that is answered `subscribe_ack`, as often as asked. Any other id is answered '
@@ -121,7 +131,11 @@ REQUIREMENTS: dict[str, Requirement] = {r.id: r for r in [
      "`chat:C` is allowed when C's workspace is the connection's workspace and C's creator is the "
      "connection's user; otherwise it is forbidden."),
     _r('AZ-3', 'non-UUID task/chat ids are forbidden without a lookup',
-     'A task or chat id that is not a UUID is forbidden without any lookup.'),
+     "A task or chat id that is not a UUID is forbidden without any lookup. A UUID's canonical "
+     'spelling is 36 characters: lowercase hex digits with hyphens after the 8th, 12th, 16th and '
+     '20th. Another spelling of a UUID (upper case, braces, `urn:uuid:`, no hyphens) is either '
+     'forbidden, or names the same scope as the canonical spelling: its subscriber receives the '
+     'events published to the canonical id.'),
     _r('AZ-4', 'no leak: never an event of a scope not held',
      'No leak: a connection never receives an event of a scope it does not hold a granted '
      "subscription to at that moment. In particular it never sees another workspace's events, "
@@ -259,6 +273,15 @@ REQUIREMENTS: dict[str, Requirement] = {r.id: r for r in [
      'closed without one. The process exits within 10 s of the signal, and nothing it acknowledged '
      'is lost: an event whose publish it answered 200 reaches the connections of the other nodes '
      '(DEL-1).'),
+    _r('LIM-1', 'headers not complete within the header timeout close the connection',
+     'A connection that has not sent complete HTTP request headers within the header timeout is '
+     'closed (with or without an answer such as 408). The header timeout is the one the target '
+     'declares in `info` (`timeouts.header_s`); without one, 10 s.'),
+    _r('LIM-2', 'a subscribe over the declared per-connection cap: too many subscriptions',
+     'A target MAY cap the task and chat scopes one connection holds; it then declares the cap in '
+     '`info` (`max_subscriptions`). A subscribe to one more is answered `subscribe_error` with `too '
+     'many subscriptions`; the connection keeps its subscriptions and keeps working, and an '
+     'unsubscribe frees a place.'),
     _r('HL-1', 'GET /health/realtime returns the metrics snapshot',
      '`GET /health/realtime` returns a JSON snapshot with: active connections, connects, '
      'disconnects, messages sent and dropped, slow-client evictions, subscribes and denials per '
@@ -279,7 +302,9 @@ REQUIREMENTS: dict[str, Requirement] = {r.id: r for r in [
     _r('HL-2', 'health access: loopback without forwarding headers, or a bearer token',
      'Without a metrics token, only a direct loopback peer that sends none of the forwarding '
      'headers `X-Forwarded-For`, `X-Forwarded-Host`, `X-Forwarded-Proto`, `X-Real-Ip`, `Forwarded` '
-     'gets 200; everyone else gets 404. With a metrics token, the request needs `Authorization: '
+     'gets 200; everyone else gets 404. A forwarding header is sent when one of its lines has a '
+     'value that is not blank; a header present only with blank values MAY be taken either way. '
+     'With a metrics token, the request needs `Authorization: '
      'Bearer <token>` (compared in constant time), or it gets 401 with `WWW-Authenticate: Bearer '
      'realm="metrics"`.',
        capability='health'),
@@ -302,13 +327,16 @@ REQUIREMENTS: dict[str, Requirement] = {r.id: r for r in [
      '`POST /_control/token` `{"user": U, "email"?: str, "ttl_s"?: number}` returns `{"token": '
      'str}`, valid on every node of the cluster. `ttl_s <= 0` gives a token that has already '
      'expired. `"user": null` gives a correctly signed token without `sub`, and `"user": ""` one '
-     'with an empty `sub` (both for HS-4). A missing `user` is a 400.'),
+     'with an empty `sub` (both for HS-4). A missing `user`, or a `ttl_s` that is not a finite '
+     'number, is a 400.'),
     _r('CTL-4', 'POST /_control/publish: 200 only once stored, 400 for bad bodies',
      '`POST /_control/publish` `{"scope": type, "id": id, "frame": {...}, "exclude_workspace"?: '
      'W}` returns 200 `{"event_id": str, "pos": str|null}` only once the event is durably handed '
      'to the relay (for Redis: the XADD succeeded); otherwise 503 `{"error": str}`. `global` with '
      'id `all` broadcasts; a `global` publish without `id` may be answered either way (400, or a '
-     'broadcast). The answer is 400 for a malformed body, an unknown scope type, `global` with an '
+     'broadcast). The answer is 400 for a malformed body (`NaN` and `Infinity` are not JSON, and a '
+     "frame may not hold a number beyond a double's range, such as `1e999`: no client could be "
+     'sent it), an unknown scope type, `global` with an '
      'id other than `all`, a frame `event_id` that is not a non-empty string, or an '
      '`exclude_workspace` (other than absent or `null`) that is not a non-empty string or is given '
      'on a scope other than `user`.'),

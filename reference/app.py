@@ -15,11 +15,16 @@ from .world import World
 from .ws_handler import handle_ws
 
 
+def install_guard(runner: web.AppRunner) -> None:
+    """After runner.setup(): the header timeout and connection cap watch the runner's sockets."""
+    runner.app[STATE].guard.install(runner.server)
+
+
 def build_app(config: ServerConfig, broadcaster: Broadcaster | None = None, world: World | None = None) -> web.Application:
     state = NodeState(config=config, broadcaster=broadcaster or MemoryBroadcaster(config.node_id))
     if world is not None:
         state.replace_world(world)
-    app = web.Application(middlewares=[control.control_auth], client_max_size=1024 * 1024)
+    app = web.Application(middlewares=[state.guard.middleware, control.control_auth], client_max_size=1024 * 1024)
     app[STATE] = state
     app.router.add_get("/ws", handle_ws)
     app.router.add_get("/health/realtime", handle_health)

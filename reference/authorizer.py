@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import uuid
 
 from .world import World
@@ -14,6 +15,17 @@ def _uuid(text: str) -> uuid.UUID | None:
         return uuid.UUID(text)
     except (ValueError, AttributeError, TypeError):
         return None
+
+
+# AZ-3: a scope id is a UUID only in its canonical spelling. uuid.UUID (like Postgres) also reads
+# upper case, braces, `urn:uuid:` and no hyphens; taking those would make one task many scopes,
+# each with its own subscribers and stream, and events published under the canonical id would
+# never reach them.
+_CANONICAL = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", re.ASCII)
+
+
+def canonical_uuid(text: str) -> uuid.UUID | None:
+    return uuid.UUID(text) if _CANONICAL.fullmatch(text) else None
 
 
 class LookupError_(Exception):
@@ -39,7 +51,7 @@ class Authorizer:
 
     def decide(self, user_id: str, workspace_id: str, scope: str, scope_id: str) -> str:
         ws = _uuid(workspace_id)
-        sid = _uuid(scope_id)
+        sid = canonical_uuid(scope_id)
         if ws is None or sid is None:
             return FORBIDDEN  # AZ-3: no lookup for a non-UUID id
         try:

@@ -80,30 +80,35 @@ class Broadcaster(abc.ABC):
         return {}
 
 
-@dataclass
+@dataclass(eq=False)
 class _Entry:
     seq: tuple[int, int]
     prev: tuple[int, int] | None  # the scope's previous entry: proves nothing between was trimmed
     data: str
     exclude: str | None
     t: float
+    gone: bool = False  # trimmed from its scope already
 
 
 class MemoryBroadcaster(Broadcaster):
     """Single node: publish is delivery. Each scope keeps its last `max_len` events (and none
-    older than `max_age_s`) for resume. Entry ids are `<boot ms>-<counter>`, so a position
-    from an earlier process never continues this one's chain."""
+    older than `max_age_s`) for resume, and all scopes together at most `max_bytes` of frames,
+    the oldest going first. Entry ids are `<boot ms>-<counter>`, so a position from an earlier
+    process never continues this one's chain."""
 
     name = "memory"
     capabilities = ("resume",)
 
-    def __init__(self, node_id: str = "node-1", max_len: int = 10_000, max_age_s: float | None = 3600.0) -> None:
+    def __init__(self, node_id: str = "node-1", max_len: int = 10_000, max_age_s: float | None = 3600.0,
+                 max_bytes: int = 256 * 1024 * 1024) -> None:
         super().__init__()
         self.node_id = node_id
-        self.max_len, self.max_age_s = max_len, max_age_s
+        self.max_len, self.max_age_s, self.max_bytes = max_len, max_age_s, max_bytes
         self._boot_ms = int(time.time() * 1000)
         self._counter = 0
         self._history: dict[tuple[str, str], deque[_Entry]] = {}
+        self._order: deque[tuple[tuple[str, str], _Entry]] = deque()  # every scope's entries, oldest first
+        self._bytes = 0
         self._last: dict[tuple[str, str], tuple[int, int]] = {}
         self.published = 0
 
@@ -119,14 +124,39 @@ class MemoryBroadcaster(Broadcaster):
         if history is None:
             history = self._history[key] = deque()
         now = time.monotonic()
-        history.append(_Entry(seq, self._last.get(key), data, exclude_workspace, now))
+        entry = _Entry(seq, self._last.get(key), data, exclude_workspace, now)
+        history.append(entry)
+        self._order.append((key, entry))
+        self._bytes += len(data)
         self._last[key] = seq
-        while len(history) > self.max_len or (self.max_age_s and now - history[0].t > self.max_age_s):
-            history.popleft()
+        while len(history) > self.max_len:
+            self._trim(key)
+        self._trim_oldest(now)
         self.published += 1
         assert self.sink is not None, "broadcaster not bound to a hub"
         self.sink.deliver(scope_type, scope_id, data, events.type_of(frame), exclude_workspace, seq)
         return event_id, pos
+
+    def _trim(self, key: tuple[str, str]) -> None:
+        """Drop the scope's oldest entry."""
+        history = self._history[key]
+        entry = history.popleft()
+        entry.gone = True
+        self._bytes -= len(entry.data)
+        if not history:
+            del self._history[key]
+
+    def _trim_oldest(self, now: float) -> None:
+        """Across scopes: drop entries over the byte cap or past max_age_s, oldest first."""
+        order = self._order
+        while order:
+            key, entry = order[0]
+            if not entry.gone and self._bytes <= self.max_bytes and not (
+                    self.max_age_s and now - entry.t > self.max_age_s):
+                return
+            order.popleft()
+            if not entry.gone:  # the oldest entry overall is its scope's oldest
+                self._trim(key)
 
     async def replay(self, scope_type, scope_id, since):
         key = (scope_type, scope_id)
@@ -143,9 +173,10 @@ class MemoryBroadcaster(Broadcaster):
         return self._last.get((scope_type, scope_id))  # delivery is synchronous with publish
 
     def retention(self) -> dict:
-        return {"max_len": self.max_len, "max_age_s": self.max_age_s}
+        return {"max_len": self.max_len, "max_age_s": self.max_age_s, "max_bytes": self.max_bytes}
 
     def snapshot(self) -> dict:
         # HL-1: a node without a relay store reports no node id and connected: false, as Multica's
         # single-node mode does
-        return {"strategy": self.name, "node_id": "", "connected": False, "published_total": self.published}
+        return {"strategy": self.name, "node_id": "", "connected": False, "published_total": self.published,
+                "retained_bytes": self._bytes}

@@ -5,6 +5,8 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass, field
 
+from .guard import default_max_connections
+
 # Long enough for PyJWT's HS256 key-length check; never use it outside development.
 DEV_JWT_SECRET = "scopehub-dev-secret-change-me-0123456789"
 
@@ -25,6 +27,10 @@ class ServerConfig:
     send_queue: int = 256
     drain_s: float = 3.0  # NODE-5: how long a stopping node waits for its clients' close handshakes
     max_inbound: int = 65536
+    # LIM: what one client may cost the node (docs/protocol.md, "Limits")
+    header_timeout_s: float = 10.0
+    max_connections: int = field(default_factory=lambda: default_max_connections())
+    max_subscriptions: int = 1000  # task and chat scopes per connection; 0: no cap
     # Which capabilities /_control/info claims on top of what the broadcaster adds.
     capabilities: tuple[str, ...] = field(
         default=("cookie_auth", "pat", "origin", "health", "global", "exclude_workspace")

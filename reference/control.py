@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import json
 import logging
 
 from aiohttp import web
 
-from . import IMPLEMENTATION, VERSION, tokens
+from . import IMPLEMENTATION, VERSION, inbound, tokens
 from .broadcaster import PublishFailed
 from .events import GLOBAL_ID, PUBLISH_SCOPES, EventError
 from .health import bearer_matches
@@ -17,14 +16,17 @@ from .world import FixtureError, parse_world
 log = logging.getLogger("scopehub.control")
 
 
+MAX_TTL_S = 10 * 365 * 86400  # far enough for any test; a JWT's exp must stay a sane number
+
+
 def _bad(text: str) -> web.Response:
     return web.json_response({"error": text}, status=400)
 
 
 async def _body(request: web.Request) -> dict:
     try:
-        doc = json.loads(await request.read())
-    except (ValueError, UnicodeDecodeError, RecursionError):
+        doc = inbound.parse(await request.read(), stored=True)  # NaN is not JSON: 400, never stored
+    except inbound.NotJson:
         raise web.HTTPBadRequest(text='{"error":"body must be JSON"}', content_type="application/json") from None
     if not isinstance(doc, dict):
         raise web.HTTPBadRequest(text='{"error":"body must be a JSON object"}', content_type="application/json")
@@ -51,9 +53,12 @@ def info(st: NodeState) -> dict:
         "relay": st.broadcaster.name,
         "capabilities": sorted(set(cfg.capabilities) | set(st.broadcaster.capabilities)),
         "retention": st.broadcaster.retention(),
-        "timeouts": {"auth_s": cfg.auth_timeout_s, "ping_s": cfg.ping_s, "pong_s": cfg.pong_s},
+        "timeouts": {"auth_s": cfg.auth_timeout_s, "ping_s": cfg.ping_s, "pong_s": cfg.pong_s,
+                     "header_s": cfg.header_timeout_s},
         "send_queue": cfg.send_queue,
         "max_inbound": cfg.max_inbound,
+        "max_subscriptions": cfg.max_subscriptions or None,
+        "max_connections": cfg.max_connections,
         "origins": {
             "allowed": list(cfg.allowed_origins),
             "trusted_proxies": [str(n) for n in cfg.trusted_proxies],
@@ -83,8 +88,8 @@ async def post_token(request: web.Request) -> web.Response:
         return _bad("user must be a string or null")
     if email is not None and not isinstance(email, str):
         return _bad("email must be a string")
-    if isinstance(ttl, bool) or not isinstance(ttl, int | float):
-        return _bad("ttl_s must be a number")
+    if isinstance(ttl, bool) or not isinstance(ttl, int | float) or not abs(ttl) <= MAX_TTL_S:  # NaN too
+        return _bad(f"ttl_s must be a number of seconds, at most {MAX_TTL_S:,} either way")
     st = request.app[STATE]
     return web.json_response({"token": tokens.mint(st.config.jwt_secret, user, email, float(ttl))})
 
@@ -95,13 +100,14 @@ async def post_publish(request: web.Request) -> web.Response:
     exclude = doc.get("exclude_workspace")
     if scope not in PUBLISH_SCOPES:
         return _bad("scope must be one of " + ", ".join(PUBLISH_SCOPES))
-    if not isinstance(sid, str) or not sid:
+    if not isinstance(sid, str) or not sid or not inbound.is_text(sid):
         return _bad("id must be a non-empty string")
     if scope == "global" and sid != GLOBAL_ID:
         return _bad("global takes the id 'all'")
     if not isinstance(frame, dict):
         return _bad("frame must be an object")
-    if exclude is not None and (scope != "user" or not isinstance(exclude, str) or not exclude):
+    if exclude is not None and (scope != "user" or not isinstance(exclude, str) or not exclude
+                                or not inbound.is_text(exclude)):
         return _bad("exclude_workspace must be a non-empty string, on the user scope only")
     try:
         event_id, pos = await request.app[STATE].hub.publish(scope, sid, frame, exclude)

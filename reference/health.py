@@ -26,11 +26,14 @@ def bearer(request: web.Request) -> str | None:
 
 def bearer_matches(request: web.Request, want: str) -> bool:
     got = bearer(request)
-    return got is not None and hmac.compare_digest(got.encode(), want.encode())
+    # aiohttp hands non-UTF-8 header bytes over as surrogate escapes: compare the bytes as sent
+    return got is not None and hmac.compare_digest(got.encode("utf-8", "surrogateescape"), want.encode())
 
 
 def _direct_loopback(request: web.Request) -> bool:
-    if any(request.headers.get(h, "").strip() for h in FORWARDING_HEADERS):
+    # HL-2: a forwarding header that is present counts, even empty: a proxy sent it
+    # (docs/protocol.md, HL-2)
+    if any(h in request.headers for h in FORWARDING_HEADERS):
         return False
     try:
         ip = ipaddress.ip_address((request.remote or "").split("%", 1)[0])

@@ -4,6 +4,15 @@ from __future__ import annotations
 
 from collections import Counter
 
+# Counters per scope type know these types; anything else a client names is counted as "other",
+# so that made-up scope names cannot grow the node's memory or the health answer (HL-1).
+SCOPE_TYPES = frozenset(("workspace", "user", "task", "chat", "global"))
+
+
+class ScopeCounter(Counter):
+    def bump(self, scope_type: str) -> None:
+        self[scope_type if scope_type in SCOPE_TYPES else "other"] += 1
+
 
 class Metrics:
     def __init__(self) -> None:
@@ -14,8 +23,11 @@ class Metrics:
         self.messages_dropped = 0
         self.slow_evictions = 0
         self.inbound_too_large = 0
-        self.subscribes: Counter[str] = Counter()
-        self.subscribe_denied: Counter[str] = Counter()
+        self.auth_failures = 0
+        self.connections_refused = 0  # over the connection cap
+        self.header_timeouts = 0
+        self.subscribes = ScopeCounter()
+        self.subscribe_denied = ScopeCounter()
         self.events_sent_by_type: Counter[str] = Counter()
 
     def snapshot(self) -> dict:
@@ -27,6 +39,9 @@ class Metrics:
             "messages_dropped_total": self.messages_dropped,
             "slow_evictions_total": self.slow_evictions,
             "inbound_too_large_total": self.inbound_too_large,
+            "auth_failures_total": self.auth_failures,
+            "connections_refused_total": self.connections_refused,
+            "header_timeouts_total": self.header_timeouts,
             "subscribes_total": dict(self.subscribes),
             "subscribe_denied_total": dict(self.subscribe_denied),
             "events_sent_by_type": dict(self.events_sent_by_type),

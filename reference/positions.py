@@ -9,7 +9,10 @@ from __future__ import annotations
 import hashlib
 import re
 
-_ENTRY = re.compile(r"^(\d{1,20})-(\d{1,20})$")
+# ASCII digits only, and the whole string: `\d` would take Arabic-Indic digits, and `$` a
+# trailing newline (REP-5: such a string was never given out, so it is no position).
+_ENTRY = re.compile(r"([0-9]{1,20})-([0-9]{1,20})", re.ASCII)
+_TAG = re.compile(r"[0-9a-f]{12}", re.ASCII)
 
 
 class BadPosition(ValueError):
@@ -30,8 +33,8 @@ def decode(pos: object, scope_type: str, scope_id: str) -> tuple[int, int] | Non
     if not isinstance(pos, str):
         raise BadPosition("since must be a string")
     entry, _, tag = pos.rpartition(".")
-    m = _ENTRY.match(entry)
-    if m is None or len(tag) != 12 or not all(c in "0123456789abcdef" for c in tag):
+    m = _ENTRY.fullmatch(entry)
+    if m is None or _TAG.fullmatch(tag) is None:
         raise BadPosition("since is not a position")
     if tag != scope_tag(scope_type, scope_id):
         return None

@@ -9,6 +9,7 @@ from aiohttp import web
 from .authorizer import Authorizer
 from .broadcaster import Broadcaster
 from .config import ServerConfig
+from .guard import ConnectionGuard
 from .hub import Hub
 from .metrics import Metrics
 from .world import World
@@ -23,8 +24,10 @@ class NodeState:
     hub: Hub = field(init=False)
     unauthenticated: set = field(default_factory=set)  # sockets still waiting for their auth frame
     authorizer: Authorizer = field(init=False)
+    guard: ConnectionGuard = field(init=False)
 
     def __post_init__(self) -> None:
+        self.guard = ConnectionGuard(self.config.max_connections, self.config.header_timeout_s, self.metrics)
         self.hub = Hub(self.broadcaster, self.metrics)
         self.authorizer = Authorizer(self.world)
 

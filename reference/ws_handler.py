@@ -9,13 +9,18 @@ import logging
 
 from aiohttp import WSMsgType, web
 
-from . import positions, tokens
+from . import inbound, positions, tokens
 from .authorizer import ALLOWED
 from .connection import Connection
 from .origin import origin_allowed
+from .ratelog import RateLimitedLog
 from .state import STATE, NodeState
+from .strict_ws import StrictWebSocketResponse
 
 log = logging.getLogger("scopehub.ws")
+# Failed authentications are counted in health; the log gets one line per interval at most, so
+# that a flood of guesses cannot fill the disk (throttling them is the deployment's job).
+auth_log = RateLimitedLog(log, "authentication failed")
 
 COOKIE = "multica_auth"
 AUTH_ACK = '{"type":"auth_ack"}'
@@ -28,6 +33,25 @@ def _http_error(status: int, text: str) -> web.Response:
 
 def _frame(type_: str, **payload) -> str:
     return json.dumps({"type": type_, "payload": payload}, separators=(",", ":"))
+
+
+def auth_cookie(request: web.Request) -> str | None:
+    """The first `multica_auth` cookie, as Go's Request.Cookie reads it (HS-2; aiohttp's own
+    cookie jar would keep the last one)."""
+    for header in request.headers.getall("Cookie", ()):
+        for part in header.split(";"):
+            name, eq, value = part.strip().partition("=")
+            if eq and name == COOKIE:
+                value = value.strip()
+                if len(value) > 1 and value[0] == value[-1] == '"':
+                    value = value[1:-1]
+                return value or None
+    return None
+
+
+def _auth_failed(st: NodeState, peer: str | None, text: str) -> None:
+    st.metrics.auth_failures += 1
+    auth_log.note(f"{text} from {peer}")
 
 
 def _resolve_workspace(request: web.Request, st: NodeState) -> str | web.Response:
@@ -50,12 +74,14 @@ async def handle_ws(request: web.Request) -> web.StreamResponse:
         return wid
 
     user_id = None
-    if cookie := request.cookies.get(COOKIE):  # HS-2: checked before the upgrade
+    if cookie := auth_cookie(request):  # HS-2: checked before the upgrade
         try:
             user_id = tokens.authenticate(cookie, st.world, cfg.jwt_secret)
         except tokens.AuthError as e:
+            _auth_failed(st, request.remote, e.text)
             return _http_error(403 if e.text == tokens.ACCOUNT_DISABLED else 401, e.text)
         if not st.world.is_member(user_id, wid):
+            _auth_failed(st, request.remote, tokens.NOT_A_MEMBER)
             return _http_error(403, tokens.NOT_A_MEMBER)
 
     peer = request.remote
@@ -66,7 +92,7 @@ async def handle_ws(request: web.Request) -> web.StreamResponse:
 
     # compress=False: frames are encoded once and written as they are to every subscriber.
     # max_msg_size is exclusive in aiohttp: 65,536 bytes pass, 65,537 close with 1009 (IN-4).
-    ws = web.WebSocketResponse(autoping=False, compress=False, max_msg_size=cfg.max_inbound + 1, timeout=5.0)
+    ws = StrictWebSocketResponse(autoping=False, compress=False, max_msg_size=cfg.max_inbound + 1, timeout=5.0)
     if not ws.can_prepare(request).ok:
         return _http_error(400, "websocket upgrade required")
     transport = request.transport
@@ -85,7 +111,7 @@ async def handle_ws(request: web.Request) -> web.StreamResponse:
         await ws.prepare(request)
         st.unauthenticated.add(ws)  # a stopping node closes these at once (NODE-5)
         try:
-            user_id = await _first_message_auth(ws, st, wid)
+            user_id = await _first_message_auth(ws, st, wid, peer)
         finally:
             st.unauthenticated.discard(ws)
         if user_id is None:
@@ -102,7 +128,8 @@ async def handle_ws(request: web.Request) -> web.StreamResponse:
     return ws
 
 
-async def _auth_fail(ws: web.WebSocketResponse, text: str) -> None:
+async def _auth_fail(ws: web.WebSocketResponse, text: str, st: NodeState, peer: str | None) -> None:
+    _auth_failed(st, peer, text)
     try:
         await ws.send_str(json.dumps({"error": text}, separators=(",", ":")))
         await ws.close(code=1008)
@@ -110,19 +137,19 @@ async def _auth_fail(ws: web.WebSocketResponse, text: str) -> None:
         pass
 
 
-async def _first_message_auth(ws: web.WebSocketResponse, st: NodeState, wid: str) -> str | None:
+async def _first_message_auth(ws: web.WebSocketResponse, st: NodeState, wid: str, peer: str | None) -> str | None:
     """HS-3: the first data frame must be auth within the timeout; pings do not count."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + st.config.auth_timeout_s
     while True:
         remaining = deadline - loop.time()
         if remaining <= 0:
-            await _auth_fail(ws, "auth timeout or read error")
+            await _auth_fail(ws, "auth timeout or read error", st, peer)
             return None
         try:
             msg = await ws.receive(timeout=remaining)
         except asyncio.TimeoutError:
-            await _auth_fail(ws, "auth timeout or read error")
+            await _auth_fail(ws, "auth timeout or read error", st, peer)
             return None
         if msg.type is WSMsgType.PING:
             await ws.pong(msg.data)
@@ -136,23 +163,23 @@ async def _first_message_auth(ws: web.WebSocketResponse, st: NodeState, wid: str
 
     token = _auth_token(msg.data)
     if token is None:
-        await _auth_fail(ws, "expected auth message as first frame")
+        await _auth_fail(ws, "expected auth message as first frame", st, peer)
         return None
     try:
         uid = tokens.authenticate(token, st.world, st.config.jwt_secret)
     except tokens.AuthError as e:
-        await _auth_fail(ws, e.text)
+        await _auth_fail(ws, e.text, st, peer)
         return None
     if not st.world.is_member(uid, wid):
-        await _auth_fail(ws, tokens.NOT_A_MEMBER)
+        await _auth_fail(ws, tokens.NOT_A_MEMBER, st, peer)
         return None
     return uid
 
 
 def _auth_token(data: str | bytes) -> str | None:
     try:
-        doc = json.loads(data)
-    except (ValueError, UnicodeDecodeError, RecursionError):  # RecursionError: deeply nested JSON
+        doc = inbound.parse(data)
+    except inbound.NotJson:
         return None
     if not isinstance(doc, dict) or doc.get("type") != "auth":
         return None
@@ -183,8 +210,8 @@ async def _read_loop(ws: web.WebSocketResponse, conn: Connection, st: NodeState)
 
 async def _handle_frame(data: str | bytes, conn: Connection, st: NodeState) -> None:
     try:
-        doc = json.loads(data)
-    except (ValueError, UnicodeDecodeError, RecursionError):  # RecursionError: deeply nested JSON
+        doc = inbound.parse(data)
+    except inbound.NotJson:
         return  # IN-3: ignored
     if not isinstance(doc, dict):
         return
@@ -197,7 +224,8 @@ async def _handle_frame(data: str | bytes, conn: Connection, st: NodeState) -> N
         sid = payload.get("id") if isinstance(payload, dict) else None
         scope = scope if isinstance(scope, str) else ""
         sid = sid if isinstance(sid, str) else ""
-        if not isinstance(payload, dict) or not scope or not sid:  # IN-1
+        # IN-1; a lone surrogate is no text: invalid payload, before anything hashes or stores it
+        if not isinstance(payload, dict) or not scope or not sid or not inbound.is_text(scope + sid):
             conn.enqueue(_frame(f"{kind}_error", scope=scope, id=sid, error="invalid payload"))
         elif kind == "subscribe":
             since = payload.get("since")
@@ -217,6 +245,7 @@ async def _handle_frame(data: str | bytes, conn: Connection, st: NodeState) -> N
     # IN-3: unknown types are ignored
 
 
+TOO_MANY = "too many subscriptions"
 RESUME_NONE = object()  # a plain subscribe, without `since`
 
 
@@ -229,11 +258,15 @@ async def _subscribe(conn: Connection, st: NodeState, scope: str, sid: str, sinc
         decision = st.authorizer.decide(conn.user_id, conn.workspace_id, scope, sid)
     else:  # SUB-3
         decision = "unknown_scope"
+    if decision == ALLOWED and scope in ("task", "chat") and (scope, sid) not in conn.subscriptions:
+        cap = st.config.max_subscriptions  # LIM-2: workspace and user are the connection's own
+        if cap and sum(1 for s in conn.subscriptions if s[0] in ("task", "chat")) >= cap:
+            decision = TOO_MANY
     if decision != ALLOWED:
-        st.metrics.subscribe_denied[scope] += 1
+        st.metrics.subscribe_denied.bump(scope)
         conn.enqueue(_frame("subscribe_error", scope=scope, id=sid, error=decision))
         return
-    st.metrics.subscribes[scope] += 1
+    st.metrics.subscribes.bump(scope)
     if since is RESUME_NONE:
         await st.hub.join(conn, ((scope, sid),), _frame("subscribe_ack", scope=scope, id=sid))
     else:  # REP-7: only after authorization

@@ -14,7 +14,7 @@ import aiohttp
 from aiohttp import web
 
 from conformance.client import Control, WsClient
-from reference.app import build_app
+from reference.app import build_app, install_guard
 from reference.config import ServerConfig
 
 
@@ -34,6 +34,7 @@ async def _demo() -> int:
     token = secrets.token_hex(8)
     runner = web.AppRunner(build_app(ServerConfig(control_token=token)), access_log=None)
     await runner.setup()
+    install_guard(runner)
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
     host, port = runner.addresses[0][:2]

@@ -14,9 +14,10 @@ import sys
 
 from aiohttp import web
 
-from reference.app import build_app
+from reference.app import build_app, install_guard
 from reference.relay import STRATEGIES, RelaySettings, make_broadcaster
 from reference.config import DEV_JWT_SECRET, ServerConfig, parse_cidrs, parse_list
+from reference.guard import default_max_connections
 from reference.state import STATE
 from reference.world import FixtureError, parse_world
 
@@ -50,6 +51,12 @@ def _count(text: str) -> int:
     return int(text)
 
 
+def _whole(text: str) -> int:
+    if not text.isdigit():
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 0, got {text!r}")
+    return int(text)
+
+
 def add_node_flags(p: argparse.ArgumentParser) -> None:
     """Flags shared by every command that starts reference nodes."""
     p.add_argument("--control-token", metavar="T",
@@ -77,6 +84,15 @@ def add_node_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--drain", metavar="S", type=_positive, default=3.0,
                    help="on SIGTERM, seconds to wait for clients to answer the 1001 close frame "
                         "before cutting them; the node exits within about this plus 1 s (default 3)")
+    p.add_argument("--header-timeout", metavar="S", type=_positive, default=10.0,
+                   help="close a connection that has not sent complete request headers within S seconds "
+                        "(default 10)")
+    p.add_argument("--max-connections", metavar="N", type=_count, default=None,
+                   help="open sockets at most; at the cap the oldest socket still sending headers is closed, "
+                        "else the newcomer gets 503 (default: the open-file limit minus 128)")
+    p.add_argument("--max-subscriptions", metavar="N", type=_whole, default=1000,
+                   help="task and chat scopes one connection may hold; one more is answered "
+                        "'too many subscriptions' (default 1000; 0: no cap)")
 
 
 def config_from(args: argparse.Namespace, node_id: str) -> ServerConfig:
@@ -92,6 +108,9 @@ def config_from(args: argparse.Namespace, node_id: str) -> ServerConfig:
         pong_s=args.pong_timeout,
         send_queue=args.send_queue,
         drain_s=args.drain,
+        header_timeout_s=args.header_timeout,
+        max_connections=args.max_connections or default_max_connections(),
+        max_subscriptions=args.max_subscriptions,
     )
 
 
@@ -124,6 +143,9 @@ def add_relay_flags(p: argparse.ArgumentParser, *, with_url: bool = True) -> Non
                    help=f"entries kept per stream (default {RelaySettings.max_len})")
     p.add_argument("--max-age", metavar="S", type=_positive, default=RelaySettings.max_age_s,
                    help=f"seconds an entry is kept; idle streams expire after it (default {RelaySettings.max_age_s:g})")
+    p.add_argument("--max-bytes", metavar="N", type=_count, default=RelaySettings.max_bytes,
+                   help="memory relay: bytes of event frames kept for resume, all scopes together; the "
+                        f"oldest go first (default {RelaySettings.max_bytes // 2**20} MiB)")
     p.add_argument("--shards", metavar="N", type=_count, default=RelaySettings.shards,
                    help=f"shard streams of the sharded relay (default {RelaySettings.shards})")
     p.add_argument("--linger", metavar="S", type=float, default=RelaySettings.linger_s,
@@ -140,7 +162,7 @@ def broadcaster_from(args: argparse.Namespace, node_id: str, redis_url: str | No
     strategy = args.relay or ("streams" if redis_url else "memory")
     if strategy != "memory" and not redis_url:
         raise UserError(f"the {strategy} relay needs a Redis: pass --redis URL or set REDIS_URL")
-    settings = RelaySettings(url=redis_url or "", max_len=args.max_len, max_age_s=args.max_age,
+    settings = RelaySettings(url=redis_url or "", max_len=args.max_len, max_age_s=args.max_age, max_bytes=args.max_bytes,
                              shards=args.shards, heartbeat_s=args.heartbeat, sweep_s=3 * args.heartbeat,
                              linger_s=max(0.0, args.linger))
     return make_broadcaster(strategy, node_id, settings)
@@ -178,6 +200,7 @@ async def serve(app: web.Application, host: str, port: int) -> int:
     runner = web.AppRunner(app, handle_signals=False, access_log=None,
                            shutdown_timeout=app[STATE].config.drain_s)
     await runner.setup()
+    install_guard(runner)
     site = web.TCPSite(runner, host, port)
     try:
         await site.start()

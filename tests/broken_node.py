@@ -21,7 +21,7 @@ from collections import deque
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from reference import authorizer as az  # noqa: E402
-from reference import events, positions, tokens, ws_handler  # noqa: E402
+from reference import events, inbound, positions, tokens, ws_handler  # noqa: E402
 from reference.broadcaster import MemoryBroadcaster  # noqa: E402
 from reference.connection import Connection  # noqa: E402
 from reference.hub import Hub  # noqa: E402
@@ -419,6 +419,114 @@ def _replay_off_by_one() -> None:
                 return entries[1:] if entries else entries  # BUG: "since" treated as inclusive, twice
             return replay
         cls.replay = patch(cls.replay)
+
+
+# -- hostile input (issue 16) ------------------------------------------------------------------------
+
+@bug("surrogate-crash", "strings are used as they come: a lone surrogate in a subscribe's id reaches code that "
+     "encodes it, and the connection's handler dies")
+def _surrogate_crash() -> None:
+    inbound.is_text = lambda value: isinstance(value, str)
+
+
+@bug("lenient-json", "frames are read with a lenient JSON parser: NaN, Infinity, byte order marks, UTF-16 and UTF-32 "
+     "are taken as JSON")
+def _lenient_json() -> None:
+    def parse(data, *, stored=False):
+        try:
+            return json.loads(data)
+        except (ValueError, RecursionError) as e:
+            raise inbound.NotJson(str(e)) from None
+    inbound.parse = parse
+
+
+@bug("unmasked-ok", "the WebSocket reader takes unmasked client frames and any close code")
+def _unmasked_ok() -> None:
+    from aiohttp import web
+    ws_handler.StrictWebSocketResponse = web.WebSocketResponse
+
+
+@bug("uuid-spellings", "task and chat ids are parsed leniently (upper case, braces, urn:uuid:, no hyphens) and the "
+     "scope is keyed by the spelling sent: each spelling is a scope of its own")
+def _uuid_spellings() -> None:
+    az.canonical_uuid = az._uuid
+
+
+@bug("blank-forwarding", "as Multica: only the first line of a forwarding header counts, trimmed, so an empty first "
+     "line hides a proxy's second one")
+def _blank_forwarding() -> None:
+    import ipaddress
+
+    from reference import health
+
+    def direct_loopback(request) -> bool:
+        if any(request.headers.get(h, "").strip() for h in health.FORWARDING_HEADERS):
+            return False
+        return ipaddress.ip_address((request.remote or "").split("%", 1)[0]).is_loopback
+    health._direct_loopback = direct_loopback
+
+
+@bug("last-cookie", "of several multica_auth cookies the last one counts (a cookie jar's reading)")
+def _last_cookie() -> None:
+    ws_handler.auth_cookie = lambda request: request.cookies.get(ws_handler.COOKIE) or None
+
+
+@bug("string-exp", "an exp or nbf that is not a number is skipped: a JWT whose exp is a string never expires")
+def _string_exp() -> None:
+    orig = tokens._date
+    tokens._date = lambda claims, name: orig(claims, name) if isinstance(claims.get(name), int | float) else None
+
+
+@bug("nan-control", "control API bodies are read with a lenient JSON parser and ttl_s is any number: NaN reaches the "
+     "token and the published frame")
+def _nan_control() -> None:
+    from reference import control
+
+    class _Lenient:
+        NotJson = inbound.NotJson
+
+        @staticmethod
+        def parse(data, *, stored=False):
+            try:
+                return json.loads(data)
+            except ValueError as e:
+                raise inbound.NotJson(str(e)) from None
+
+        is_text = staticmethod(inbound.is_text)
+    control.inbound = _Lenient
+    control.MAX_TTL_S = float("inf")
+
+
+@bug("unicode-digits-since", "positions are parsed with \\d and $: any Unicode digit, and a newline at the end, "
+     "still make a position")
+def _unicode_digits_since() -> None:
+    import re
+
+    old = re.compile(r"^(\d{1,20})-(\d{1,20})$")
+
+    class _Loose:
+        fullmatch = staticmethod(old.match)
+    positions._ENTRY = _Loose
+
+
+@bug("no-header-timeout", "sockets that never finish their request headers stay open")
+def _no_header_timeout() -> None:
+    from reference.guard import ConnectionGuard
+    ConnectionGuard._timed_out = lambda self, handler: None
+
+
+@bug("sub-cap-closes", "a subscribe over max_subscriptions closes the connection instead of answering")
+def _sub_cap_closes() -> None:
+    orig = ws_handler._subscribe
+
+    async def _subscribe(conn, st, scope, sid, since):
+        cap = st.config.max_subscriptions
+        if (cap and scope in ("task", "chat") and (scope, sid) not in conn.subscriptions
+                and sum(1 for s in conn.subscriptions if s[0] in ("task", "chat")) >= cap):
+            conn.goodbye(1008, "too many subscriptions")
+            return
+        await orig(conn, st, scope, sid, since)
+    ws_handler._subscribe = _subscribe
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -15,7 +15,7 @@ from aiohttp import web
 
 from conformance.client import Control, WsClient
 from conformance.world import TestWorld
-from reference.app import build_app
+from reference.app import build_app, install_guard
 from reference.config import ServerConfig
 from reference.state import STATE, NodeState
 
@@ -64,6 +64,7 @@ async def start_node(session, world):
         app = build_app(cfg, broadcaster=broadcaster)
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
+        install_guard(runner)
         runners.append(runner)
         site = web.TCPSite(runner, "127.0.0.1", 0)
         await site.start()

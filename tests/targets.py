@@ -30,7 +30,7 @@ from scopehub.cluster import Cluster, ClusterSpec
 HERE = Path(__file__).parent
 # Short timeouts keep the auth-timeout and keepalive cases quick; a short retention lets the
 # REP-4 case exceed it. The cases read all of them from info.
-FAST = "--auth-timeout 2 --ping-interval 1 --pong-timeout 3"
+FAST = "--auth-timeout 2 --ping-interval 1 --pong-timeout 3 --header-timeout 2"
 ALLOWED = "https://app.example.com"
 
 
@@ -61,7 +61,8 @@ class TargetSpec:
 REFERENCE = {t.name: t for t in [
     TargetSpec("reference-3", 3, f"{FAST} --allowed-origins {ALLOWED} --max-len 400", group="reference"),
     TargetSpec("reference-1", 1, f"{FAST} --max-len 400", relay="memory", group="reference"),
-    TargetSpec("reference-proxy", 1, f"{FAST} --trusted-proxies 127.0.0.1/32 --allowed-origins {ALLOWED}",
+    TargetSpec("reference-proxy", 1, f"{FAST} --trusted-proxies 127.0.0.1/32 --allowed-origins {ALLOWED} "
+               "--max-subscriptions 24",
                relay="memory", group="reference"),
     TargetSpec("reference-secrets", 1, f"{FAST} --metrics-token m-{'x' * 8} --jwt-secret another-secret-{'y' * 32}",
                relay="memory", group="reference"),

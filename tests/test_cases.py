@@ -18,12 +18,13 @@ CASES = registry.load_all()
 MULTI_NODE = {c.name for c in CASES if c.min_nodes > 1}
 
 # target -> (the case modules it runs, the cases that are `not checked` there and why)
-UNTRUSTED = {"hs5_forwarded_host_from_trusted_proxy": "the suite's address is not a trusted proxy"}
+UNTRUSTED = {"hs5_forwarded_host_from_trusted_proxy": "the suite's address is not a trusted proxy",
+             "lim2_subscription_cap": "the default cap (1000) is more than the world lets alice hold"}
 SHAPES = {
     "reference-3": (None, UNTRUSTED),
     "reference-1": (None, {**{n: "needs 2 nodes" for n in MULTI_NODE}, **UNTRUSTED,
                            "hs5_allow_list_is_exact": "nothing is allow-listed"}),
-    "reference-proxy": ({"handshake"}, {**{n: "needs 2 nodes" for n in MULTI_NODE},
+    "reference-proxy": ({"handshake", "limits"}, {**{n: "needs 2 nodes" for n in MULTI_NODE},
                                         "hs5_forwarded_host_from_untrusted_peer": "the suite's address is trusted"}),
     "reference-secrets": ({"handshake", "health"}, {
         **{n: "needs 2 nodes" for n in MULTI_NODE}, **UNTRUSTED,
@@ -31,6 +32,8 @@ SHAPES = {
         "hs4_expired_at_exp_now": "signing a token whose exp is now needs the JWT secret",
         "hs4_other_hmac_algorithms": "signing HS384/HS512 needs the JWT secret",
         "hs4_non_string_sub": "a non-string sub needs the JWT secret",
+        "hs4_exp_as_a_string_in_the_past": "a string exp needs the JWT secret",
+        "hl2_blank_forwarding_headers": "a metrics token the suite does not know",
         "hl1_snapshot_fields": "a metrics token the suite does not know",
         "hl1_counters_follow": "a metrics token the suite does not know",
         "hl2_loopback_and_forwarding_headers": "a metrics token the suite does not know",

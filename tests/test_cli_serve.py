@@ -246,12 +246,15 @@ async def test_flags_reach_the_node(serve, session):
     node = await serve("--control-token", control, "--node-id", "edge-7", "--auth-timeout", "0.5",
                        "--ping-interval", "3", "--pong-timeout", "4.5", "--send-queue", "9",
                        "--allowed-origins", "https://a.example, https://b.example",
-                       "--trusted-proxies", "10.0.0.0/8,127.0.0.1")
+                       "--trusted-proxies", "10.0.0.0/8,127.0.0.1", "--header-timeout", "7",
+                       "--max-connections", "77", "--max-subscriptions", "5", "--max-bytes", "123456")
     status, info = await get_json(session, node.base + "/_control/info", {"Authorization": f"Bearer {control}"})
     assert status == 200, info
     assert info["node_id"] == "edge-7"
-    assert info["timeouts"] == {"auth_s": 0.5, "ping_s": 3.0, "pong_s": 4.5}
+    assert info["timeouts"] == {"auth_s": 0.5, "ping_s": 3.0, "pong_s": 4.5, "header_s": 7.0}
     assert info["send_queue"] == 9
+    assert (info["max_connections"], info["max_subscriptions"]) == (77, 5)
+    assert info["retention"]["max_bytes"] == 123456
     assert info["origins"] == {"allowed": ["https://a.example", "https://b.example"],
                                "trusted_proxies": ["10.0.0.0/8", "127.0.0.1/32"]}
     # --auth-timeout is what the node enforces: a silent client is refused within it

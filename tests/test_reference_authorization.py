@@ -32,12 +32,26 @@ async def test_task_whose_issue_or_chat_is_missing_is_forbidden(node, connect, w
         assert await alice.subscribe("task", tid) == sub_error("task", tid, "forbidden")
 
 
-@pytest.mark.req("AZ-1", "AZ-2")
-async def test_reference_parses_task_and_chat_ids_as_uuids(connect, world):
-    """Like Multica's database lookup: the id is parsed, so its case does not matter."""
+def spellings(u: str) -> list[str]:
+    """Other spellings of one UUID that uuid.UUID, Postgres or Go's pgtype all read as it."""
+    return [u.upper(), u.replace("-", ""), "{%s}" % u, "urn:uuid:" + u, u[:9].upper() + u[9:],
+            u.translate(str.maketrans("0123456789", "０１２３４５６７８９"))]
+
+
+@pytest.mark.req("AZ-3")
+async def test_reference_forbids_every_spelling_but_the_canonical_one(node, connect, world):
+    """docs/protocol.md, AZ-3: only the canonical spelling is a UUID. The others are forbidden
+    before any lookup (lookups failing or not), so none becomes a scope of its own."""
     alice = await connect(world.alice, world.ws_a)
-    for scope, sid in (("task", world.task_a.upper()), ("chat", world.chat_alice.upper())):
-        assert await alice.subscribe(scope, sid) == ack("subscribe", scope, sid)
+    await node.control.faults("error")
+    try:
+        for scope, sid in (("task", world.task_a), ("chat", world.chat_alice)):
+            for other in spellings(sid):
+                assert await alice.subscribe(scope, other) == sub_error(scope, other, "forbidden"), other
+    finally:
+        await node.control.faults("ok")
+    assert await alice.subscribe("task", world.task_a) == ack("subscribe", "task", world.task_a)
+    assert {s for s in node.state.hub.scopes if s[0] in ("task", "chat")} == {("task", world.task_a)}
 
 
 @pytest.mark.req("AZ-3")

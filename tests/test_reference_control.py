@@ -33,11 +33,11 @@ async def test_info_reports_the_nodes_configuration(start_node):
     info = await node.control.info()
     assert info["node_id"] == "n-7"
     assert info["send_queue"] == 8
-    assert info["timeouts"] == {"auth_s": 3.0, "ping_s": 2.0, "pong_s": 4.5}
+    assert info["timeouts"] == {"auth_s": 3.0, "ping_s": 2.0, "pong_s": 4.5, "header_s": 10.0}
     assert info["origins"] == {"allowed": ["https://app.example"], "trusted_proxies": ["10.0.0.0/8"]}
     default = await (await start_node()).control.info()
     assert default["send_queue"] == 256
-    assert default["timeouts"] == {"auth_s": 10.0, "ping_s": 54.0, "pong_s": 60.0}
+    assert default["timeouts"] == {"auth_s": 10.0, "ping_s": 54.0, "pong_s": 60.0, "header_s": 10.0}
     assert {"health", "global", "exclude_workspace"} <= set(default["capabilities"])
 
 

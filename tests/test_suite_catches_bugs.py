@@ -82,6 +82,22 @@ BUGS = [
         narrow=True, profile="strict"),
     Bug("local-fast-path", ("DEL-3",), ("DEL-3",), nodes=2, cases=("del3_publishes_alternating_between_nodes",),
         narrow=True),
+    # Hostile input (issue 16): each as it was first seen in the reference, one case each.
+    Bug("surrogate-crash", ("IN-1",), ("IN-1",), cases=("in1_lone_surrogates",), narrow=True),
+    Bug("lenient-json", ("IN-3",), ("IN-3",), cases=("in3_only_rfc8259_json",), narrow=True),
+    Bug("unmasked-ok", ("IN-6",), ("IN-6",), cases=("in6_rfc6455_violations_fail_with_1002",), narrow=True),
+    Bug("uuid-spellings", ("AZ-3",), ("AZ-3",), cases=("az3_other_spellings_are_forbidden_or_the_same_scope",),
+        narrow=True),
+    Bug("blank-forwarding", ("HL-2",), ("HL-2",), cases=("hl2_blank_forwarding_headers",), narrow=True),
+    Bug("last-cookie", ("HS-2",), ("HS-2",), cases=("hs2_first_of_two_cookies_counts",), narrow=True),
+    Bug("string-exp", ("HS-4",), ("HS-4",), cases=("hs4_exp_as_a_string_in_the_past",), narrow=True),
+    Bug("nan-control", ("CTL-3", "CTL-4"), ("CTL-3", "CTL-4"),
+        cases=("ctl3_ttl_not_finite_is_400", "ctl4_numbers_json_cannot_carry_are_400"), narrow=True),
+    Bug("unicode-digits-since", ("REP-5",), ("REP-5",), cases=("rep5_real_position_respelled",), narrow=True),
+    Bug("no-header-timeout", ("LIM-1",), ("LIM-1",), flags="--header-timeout 2",
+        cases=("lim1_slow_headers_are_closed",), narrow=True),
+    Bug("sub-cap-closes", ("LIM-2",), ("LIM-2",), flags="--max-subscriptions 24", cases=("lim2_subscription_cap",),
+        narrow=True),
 ]
 SHAPES = sorted({b.shape for b in BUGS})
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import uuid
 
-from . import SetupError, case
+from . import Failed, SetupError, case
 from .common import among, eids, expect_absent, hold, marker, matches, publish_n, sub_error, wait_all, wait_each
 from .subscriptions import DEL1, DEL2, NODE1, SUB2, answer_of, decide, restore_faults, set_faults
 
@@ -24,6 +24,9 @@ AZ1 = ("`task:T` is allowed for an issue task when the issue's workspace is the 
 AZ2 = ("`chat:C` is allowed when C's workspace is the connection's workspace and C's creator is the connection's "
        "user; otherwise it is forbidden.")
 AZ3 = "A task or chat id that is not a UUID is forbidden without any lookup."
+AZ3_SPELLINGS = ("Another spelling of a UUID (upper case, braces, `urn:uuid:`, no hyphens) is either forbidden, or "
+                 "names the same scope as the canonical spelling: its subscriber receives the events published to "
+                 "the canonical id.")
 AZ4 = ("a connection never receives an event of a scope it does not hold a granted subscription to at that moment. "
        "In particular it never sees another workspace's events, another user's user-scope events, a denied task or "
        "chat")
@@ -146,6 +149,38 @@ async def az3_non_uuid_forbidden(ctx):
     for scope in ("task", "chat"):
         for sid in _not_uuids(w):
             await decide(ctx, c, scope, sid, False, "an id that is not a UUID", req="AZ-3", words="AZ-3")
+
+
+def spellings(u: str) -> list[tuple[str, str]]:
+    """Other spellings of the UUID u that common parsers (Postgres, Go's uuid and pgtype, Python's
+    uuid) read as u."""
+    return [("upper case", u.upper()), ("no hyphens", u.replace("-", "")), ("braces", "{%s}" % u),
+            ("urn:uuid:", "urn:uuid:" + u), ("mixed case", u[:8].upper() + u[8:])]
+
+
+@case("AZ-3", title="another spelling of a task's UUID is forbidden, or is the same scope: the events published to "
+                    "the canonical id reach its subscriber", cites={"AZ-3": AZ3_SPELLINGS},
+      catches="each spelling acknowledged as a scope of its own that no event ever reaches (issue 16: 10,000 "
+              "spellings, 10,000 streams)")
+async def az3_other_spellings_are_forbidden_or_the_same_scope(ctx):
+    w = ctx.world
+    for what, sid in spellings(w.task_a):
+        c = await ctx.connect(w.alice, w.ws_a)  # a connection of its own: no other subscription can deliver
+        got = await answer_of(ctx, c, "task", sid, f"subscribe to task:{sid}", req="AZ-3")
+        kind = got.get("type") if isinstance(got, dict) else None
+        error = (got.get("payload") or {}).get("error") if isinstance(got, dict) else None
+        if kind == "subscribe_error" and error == "forbidden":
+            continue
+        ctx.expect(kind == "subscribe_ack", f"the task id spelled with {what} ({sid}) must be forbidden or "
+                   "acknowledged as the same task", "subscribe_error forbidden | subscribe_ack", got)
+        p = await ctx.publish("task", w.task_a, {"n": what})
+        try:
+            await ctx.event(c, p, req="AZ-3")
+        except Failed as e:
+            raise Failed(f"task:{sid} ({what}) was acknowledged, but the event published to task:{w.task_a} did "
+                         f"not reach it: a scope of its own ({e.reason})", f"event {p['event_id']}",
+                         e.received, "AZ-3") from None
+        await c.close()
 
 
 @case("AZ-3", title="a non-UUID id is forbidden without a lookup: still forbidden while lookups fail",

@@ -38,9 +38,11 @@ CTL3 = '`POST /_control/token` `{"user": U, "email"?: str, "ttl_s"?: number}` re
        'every node of the cluster.'
 CTL4_OK = '`POST /_control/publish` `{"scope": type, "id": id, "frame": {...}, "exclude_workspace"?: W}` returns 200 ' \
           '`{"event_id": str, "pos": str|null}`'
-CTL4_400 = ("The answer is 400 for a malformed body, an unknown scope type, `global` with an id other than `all`, a "
-            "frame `event_id` that is not a non-empty string, or an `exclude_workspace` (other than absent or "
-            "`null`) that is not a non-empty string or is given on a scope other than `user`.")
+CTL4_400 = ("an unknown scope type, `global` with an id other than `all`, a frame `event_id` that is not a non-empty "
+            "string, or an `exclude_workspace` (other than absent or `null`) that is not a non-empty string or is "
+            "given on a scope other than `user`.")
+CTL4_NUMBERS = ("The answer is 400 for a malformed body (`NaN` and `Infinity` are not JSON, and a frame may not hold "
+                "a number beyond a double's range, such as `1e999`: no client could be sent it)")
 
 
 def _number(v: Any) -> bool:
@@ -218,11 +220,22 @@ async def ctl3_special_tokens(ctx):
         await refused_with(ctx, doc["token"], w.ws_a, text, f"the token minted with {why}", req="CTL-3")
 
 
-@case("CTL-3", title="a token request without user is 400", cites={"CTL-3": "A missing `user` is a 400."})
+@case("CTL-3", title="a token request without user is 400", cites={"CTL-3": "A missing `user`"})
 async def ctl3_missing_user_is_400(ctx):
     for raw in (b"{}", b'{"email": "x@example.com"}', b'{"ttl_s": 60}', b'{"email": "x@example.com", "ttl_s": 60}'):
         status, doc = await control(ctx, "POST", "/_control/token", raw=raw)
         ctx.check("CTL-3", status == 400, f"POST /_control/token with {raw.decode()} must be 400", 400,
+                  f"{status} {doc!r}"[:300])
+
+
+@case("CTL-3", title="a token request whose ttl_s is not a finite number is 400",
+      cites={"CTL-3": "a `ttl_s` that is not a finite number, is a 400."})
+async def ctl3_ttl_not_finite_is_400(ctx):
+    user = json.dumps(ctx.world.alice).encode()
+    for ttl in (b"NaN", b"Infinity", b"-Infinity", b"1e999", b'"60"', b"true", b"[60]"):
+        raw = b'{"user": %s, "ttl_s": %s}' % (user, ttl)
+        status, doc = await control(ctx, "POST", "/_control/token", raw=raw)
+        ctx.check("CTL-3", status == 400, f"POST /_control/token with ttl_s {ttl.decode()} must be 400", 400,
                   f"{status} {doc!r}"[:300])
 
 
@@ -333,6 +346,17 @@ async def ctl4_bad_publish_is_400(ctx):
       capability="exclude_workspace", cites={"CTL-4": CTL4_400})
 async def ctl4_bad_exclude_workspace_is_400(ctx):
     await _bad_publishes(ctx, [row for row in BAD_PUBLISH if row[2] == "exclude_workspace"])
+
+
+@case("CTL-4", title="a publish body holding NaN, Infinity or a number beyond a double's range is 400",
+      cites={"CTL-4": CTL4_NUMBERS})
+async def ctl4_numbers_json_cannot_carry_are_400(ctx):
+    head = b'{"scope": "task", "id": %s, "frame": {"type": "conformance:bad", "n": ' % json.dumps(
+        ctx.world.task_a).encode()
+    for value in (b"NaN", b"Infinity", b"-Infinity", b"1e999", b"-1e999"):
+        status, doc = await control(ctx, "POST", "/_control/publish", raw=head + value + b"}}")
+        ctx.check("CTL-4", status == 400, f"a publish whose frame holds {value.decode()} must be 400 (a 200 would "
+                                          "hand clients a frame that is not JSON)", 400, f"{status} {doc!r}"[:300])
 
 
 # -- CTL-5 ------------------------------------------------------------------------------------------------

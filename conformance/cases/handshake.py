@@ -63,6 +63,7 @@ HS2_BAD = ('a `multica_auth` cookie holding a token is checked before the upgrad
 HS2_DISABLED = 'a disabled user 403 `{"error":"account disabled"}`'
 HS2_NOT_MEMBER = 'a user who is not a member of W 403 `{"error":"not a member of this workspace"}`'
 HS2_LIVE = "On success the connection is live at once; no `auth_ack` is sent."
+HS2_FIRST = "With several `multica_auth` cookies, the first one counts (as Go's `Request.Cookie` reads them)."
 HS3_FAILURE = ('Any failure is answered with one text frame `{"error":"..."}`, after which the connection '
                'is closed')
 HS3_FIRST = "the client's first data frame MUST be `{\"type\":\"auth\",\"payload\":{\"token\":T}}`"
@@ -348,6 +349,26 @@ async def hs2_cookie_is_live_without_auth_ack(ctx):
     await _live_without_auth_ack(ctx, await ctx.token(ctx.world.alice), "a cookie holding alice's JWT")
 
 
+@case("HS-2", title="of two multica_auth cookies the first counts: a good one then garbage is live; garbage then a "
+                    "good one is 401", capability="cookie_auth", cites=HS2_FIRST,
+      catches="the last cookie winning (a cookie jar keeping the last value) where Go's Request.Cookie takes the first")
+async def hs2_first_of_two_cookies_counts(ctx):
+    w = ctx.world
+    good, junk = await ctx.token(w.alice), "not-a-token"
+    try:
+        client = await ctx.raw(params={"workspace_id": w.ws_a}, headers={"Cookie": f"multica_auth={good}; "
+                                                                                     f"multica_auth={junk}"})
+    except aiohttp.WSServerHandshakeError as e:
+        raise Failed("a good multica_auth cookie followed by a bad one: the upgrade was refused", 101,
+                     f"HTTP {e.status}", "HS-2") from None
+    start = len(client.frames)
+    await client.send(PING)
+    await ctx.frame(client, lambda f: matches(f, PONG), "the pong to a ping (the first cookie is good: live at once)",
+                    start=start, req="HS-2")
+    await cookie_refusal(ctx, None, INVALID_TOKEN, "a bad multica_auth cookie followed by a good one",
+                         headers={"Cookie": f"multica_auth={junk}; multica_auth={good}"})
+
+
 @case("HS-2", title="a PAT in the cookie: live at once, no auth_ack", capability="cookie_auth", cites=HS2_LIVE)
 async def hs2_cookie_pat_is_live(ctx):
     needs(ctx, "pat")
@@ -619,6 +640,17 @@ async def hs4_expired_at_exp_now(ctx):
     secret = await secret_or_skip(ctx, "a JWT whose exp is now")
     await token_refusal(ctx, sign({"sub": ctx.world.alice, "exp": int(time.time())}, secret), INVALID_TOKEN,
                         "a JWT whose exp is now", decides="HS-4")
+
+
+@case("HS-4", "HS-3", title='a JWT whose exp is a numeric string in the past is "invalid token"',
+      cites={"HS-4": HS4_INVALID, "HS-3": HS3_FAILURE},
+      catches="dates that are not JSON numbers skipped by the expiry check")
+async def hs4_exp_as_a_string_in_the_past(ctx):
+    secret = await secret_or_skip(ctx, "a JWT whose exp is a string")
+    # a date or not a date (RFC 7519 dates are numbers): either reading refuses it
+    for exp in ("1000", str(int(time.time()) - 60)):
+        await token_refusal(ctx, sign({"sub": ctx.world.alice, "exp": exp}, secret), INVALID_TOKEN,
+                            f'a JWT whose exp is "{exp}"', decides="HS-4")
 
 
 @case("HS-4", "HS-3", title='a correctly signed JWT whose sub is missing or empty is "invalid claims"',

@@ -17,6 +17,8 @@ import secrets
 from typing import Any
 from urllib.parse import urlsplit
 
+from multidict import CIMultiDict
+
 from . import Failed, NotChecked, SetupError, case
 from ..frames import is_auth_answer
 from .common import auth, hold, other_node
@@ -28,6 +30,12 @@ FORWARDING = [("X-Forwarded-For", "203.0.113.7"), ("X-Forwarded-Host", "example.
               ("X-Forwarded-Proto", "https"), ("X-Real-Ip", "203.0.113.7"),
               ("Forwarded", "for=203.0.113.7;proto=https")]
 SETTLE = 5.0  # how long a count may take to reach its value at rest
+
+HL2_LOOPBACK = ("Without a metrics token, only a direct loopback peer that sends none of the forwarding headers "
+                "`X-Forwarded-For`, `X-Forwarded-Host`, `X-Forwarded-Proto`, `X-Real-Ip`, `Forwarded` gets 200; "
+                "everyone else gets 404.")
+HL2_BLANK = ("A forwarding header is sent when one of its lines has a value that is not blank; a header present "
+             "only with blank values MAY be taken either way.")
 
 COUNTERS = ("active_connections", "connects_total", "disconnects_total", "messages_sent_total",
             "messages_dropped_total", "slow_evictions_total")
@@ -178,11 +186,7 @@ async def hl1_counters_follow(ctx):
 
 @case("HL-2", title="loopback without forwarding headers gets 200; any forwarding header turns it into 404; with a "
                     "metrics token, 401 and the challenge", capability="health",
-      cites={"HL-2": "Without a metrics token, only a direct loopback peer that sends none of the forwarding headers "
-                     "`X-Forwarded-For`, `X-Forwarded-Host`, `X-Forwarded-Proto`, `X-Real-Ip`, `Forwarded` gets "
-                     "200; everyone else gets 404. With a metrics token, the request needs `Authorization: Bearer "
-                     '<token>` (compared in constant time), or it gets 401 with `WWW-Authenticate: Bearer '
-                     'realm="metrics"`.'})
+      cites={"HL-2": HL2_LOOPBACK})
 async def hl2_loopback_and_forwarding_headers(ctx):
     status, body, headers = await ctx.http("GET", PATH)
     if status == 401:
@@ -211,6 +215,21 @@ async def hl2_loopback_and_forwarding_headers(ctx):
     if not loopback:
         raise NotChecked("the suite reaches the node at a non-loopback address: the 404s were checked, the "
                          "loopback 200 was not")
+
+
+@case("HL-2", title="a forwarding header with a blank first line and a real second one gets 404; blank only, "
+                    "200 or 404", capability="health", cites={"HL-2": HL2_BLANK})
+async def hl2_blank_forwarding_headers(ctx):
+    status, _, _ = await ctx.http("GET", PATH)
+    if status != 200 or not _loopback(ctx, 0):
+        raise NotChecked(f"the suite is not a direct loopback peer that gets 200 here ({status}): the blank headers "
+                         "make no difference to check")
+    for name, value in FORWARDING:
+        for lines, allowed in (([""], (200, 404)), ([" "], (200, 404)), (["", value], (404,)), ([" ", value], (404,))):
+            status, _, _ = await ctx.http("GET", PATH, headers=CIMultiDict((name, v) for v in lines))
+            shown = " and ".join(f"{name}: {v!r}" for v in lines)
+            ctx.check("HL-2", status in allowed, f"a request with {shown} must get "
+                      f"{' or '.join(map(str, allowed))}", " or ".join(map(str, allowed)), status)
 
 
 # -- HL-3 -----------------------------------------------------------------------------------------------

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import struct
 from typing import Any
 
 import aiohttp
@@ -37,6 +38,15 @@ IN2_ORDER = ("A connection's answers (`auth_ack`, `pong`, subscribe and unsubscr
              "order of the frames they answer")
 IN3_IGNORED = ("Frames that are not valid JSON, and frames of an unknown type, are ignored: no answer, and the "
                "connection stays open and keeps working.")
+IN1_UNICODE = ("A scope or id that is not valid Unicode (a `\\ud800` escape without its pair) is answered either "
+               "`invalid payload` or as the string a decoder makes of it (U+FFFD in its place); either way the "
+               "connection keeps working.")
+IN3_RFC8259 = ("Valid JSON is RFC 8259's, in UTF-8: `NaN` and `Infinity`, a byte order mark and other encodings "
+               "(UTF-16, UTF-32) are not.")
+IN3_LIMITS = ("Valid JSON beyond a parser's limits (numbers of more than 4,000 digits, nesting deeper than 500 levels) "
+              "may be answered or ignored; either way the connection keeps working.")
+IN6_RFC6455 = ("a client frame that is not masked, or a close frame with a code an endpoint may not send (below "
+               "1000, 1004 to 1006, 1015 to 2999, 5000 and above), fails the connection with close code 1002.")
 IN4_CLOSE = "An inbound message longer than 65,536 bytes closes the connection with code 1009, before or after auth."
 IN4_EXACT = "Exactly 65,536 bytes is allowed."
 IN4_FRAGMENTS = "The length is counted over all fragments of the message"
@@ -159,6 +169,34 @@ async def in1_unsubscribe_invalid_payload(ctx):
     await _invalid_payloads(ctx, "unsubscribe")
 
 
+# (payload, what a decoder's U+FFFD string would be answered besides invalid payload)
+LONE_SURROGATES = [
+    ({"scope": "task", "id": "\ud800"}, "forbidden"),  # not a UUID (AZ-3)
+    ({"scope": "task", "id": "\ud800", "since": "1-1.aaaaaaaaaaaa"}, "forbidden"),
+    ({"scope": "chat", "id": "\udfff" * 3}, "forbidden"),
+    ({"scope": "\ud800", "id": "x"}, "unknown_scope"),  # SUB-3
+    ({"scope": "workspace", "id": "ws\ud800"}, "forbidden"),  # not the connection's own (SUB-1)
+]
+
+
+@case("IN-1", title="a scope or id holding a lone surrogate is answered (invalid payload, or as the decoded string "
+                    "would be) and the connection keeps working", cites=IN1_UNICODE)
+async def in1_lone_surrogates(ctx):
+    client = await authed(ctx)
+    start = len(client.frames)
+    for payload, _ in LONE_SURROGATES:
+        await client.send({"type": "subscribe", "payload": payload})  # json.dumps writes the \ud800 escape
+    got = await answered_before_marker(ctx, client, start, req="IN-1")
+    ctx.expect(len(got) == len(LONE_SURROGATES), "each subscribe holding a lone surrogate must be answered once",
+               len(LONE_SURROGATES), got)
+    for (payload, decoded), answer in zip(LONE_SURROGATES, got):
+        allowed = ("invalid payload", decoded)
+        error = (answer.get("payload") or {}).get("error") if isinstance(answer, dict) else None
+        ctx.expect(isinstance(answer, dict) and answer.get("type") == "subscribe_error" and error in allowed,
+                   f"a subscribe to {json.dumps(payload)} must be answered subscribe_error with "
+                   f"{' or '.join(allowed)}", f"subscribe_error: {' | '.join(allowed)}", answer)
+
+
 # -- IN-2 ---------------------------------------------------------------------------------------------------
 
 @case("IN-2", title='every {"type":"ping"} is answered with exactly one {"type":"pong"}', cites=IN2_PONG)
@@ -244,6 +282,36 @@ async def in3_invalid_json_ignored(ctx):
       cites=IN3_IGNORED)
 async def in3_unknown_type_ignored(ctx):
     await _ignored(ctx, UNKNOWN + [b'{"type":"nope"}'], "frames of an unknown type")
+
+
+NOT_RFC8259_TEXT = ['{"type":"ping","n":NaN}', '{"type":"ping","n":Infinity}', '{"type":"ping","n":-Infinity}',
+                    "\ufeff" + '{"type":"ping"}']
+NOT_RFC8259_BINARY = ['{"type":"ping"}'.encode("utf-16"), '{"type":"ping"}'.encode("utf-16-be"),
+                      '{"type":"ping"}'.encode("utf-32"), b"\xef\xbb\xbf" + b'{"type":"ping"}',
+                      b'{"type":"ping","n":NaN}', b'{"type":"ping","x":"\xed\xa0\x80"}']  # the last: an encoded surrogate
+
+
+@case("IN-3", title="pings that are not RFC 8259 JSON in UTF-8 (NaN, Infinity, byte order marks, UTF-16, UTF-32, "
+                    "encoded surrogates) are ignored", cites=IN3_RFC8259)
+async def in3_only_rfc8259_json(ctx):
+    await _ignored(ctx, NOT_RFC8259_TEXT + NOT_RFC8259_BINARY, "pings that are not RFC 8259 JSON in UTF-8")
+
+
+@case("IN-3", title="valid JSON beyond a parser's limits (a 5,000-digit number, 600 levels of nesting) leaves the "
+                    "connection working", cites=IN3_LIMITS)
+async def in3_beyond_parser_limits(ctx):
+    client = await authed(ctx)
+    start = len(client.frames)
+    frames = ['{"type":"ping","n":%s}' % ("7" * 5000), '{"type":"ping","n":-%s.5e3}' % ("1" * 5000),
+              '{"type":"ping","deep":%s1%s}' % ("[" * 600, "]" * 600),
+              '{"type":"ping","deep":%s}' % ('{"a":' * 600 + "1" + "}" * 600)]
+    for text in frames:
+        await _send(client, text)
+    got = await answered_before_marker(ctx, client, start, req="IN-3")
+    ctx.expect(len(got) <= len(frames) and all(map(_is_pong, got)),
+               "each of these pings may be answered pong or ignored, nothing else", f"0 to {len(frames)} pongs", got)
+    ctx.expect(not client.closed, "these frames must not close the connection", "open",
+               f"closed ({client.close_code})")
 
 
 # -- IN-4 ---------------------------------------------------------------------------------------------------
@@ -533,3 +601,23 @@ async def in5_answered_pings_keep_open(ctx):
         code = None
     ctx.expect(not client.closed, f"a client answering every transport ping was closed within {wait:g} s",
                "open", f"closed ({code})")
+
+
+# -- IN-6 ---------------------------------------------------------------------------------------------------
+
+FORBIDDEN_CLOSE_CODES = (999, 1004, 1005, 1006, 1015, 2000, 2999, 5000, 65535)
+
+
+@case("IN-6", title="a client frame that is not masked, or a close frame with a code an endpoint may not send, fails "
+                    "the connection with 1002", cites=IN6_RFC6455)
+async def in6_rfc6455_violations_fail_with_1002(ctx):
+    unmasked = bytes([0x81, len(b'{"type":"ping"}')]) + b'{"type":"ping"}'
+    attempts = [("a text frame that is not masked", unmasked)]
+    attempts += [(f"a close frame with code {code}", rawws.encode_frame(OP_CLOSE, struct.pack("!H", code)))
+                 for code in FORBIDDEN_CLOSE_CODES]
+    for what, data in attempts:
+        sock = await _raw_authed(ctx)
+        sock.writer.write(data)
+        await sock.flush()
+        code = await sock.close_code()
+        ctx.check("IN-6", code == 1002, f"{what} must fail the connection with close code 1002", 1002, code)

@@ -440,8 +440,41 @@ async def rep5_non_string_since(ctx):
 async def rep5_unknown_string_since(ctx):
     w = ctx.world
     before = eids(await publish_n(ctx, "task", w.task_a, 3, tag="conformance:before"))
+    await _never_given_out(ctx, ("", "not a position \u0000 \u2717", "{}", "\U0001F600" * 3, "x" * 1000), before)
+
+
+ARABIC_INDIC = str.maketrans("0123456789", "\u0660\u0661\u0662\u0663\u0664\u0665\u0666\u0667\u0668\u0669")
+FULL_WIDTH = str.maketrans("0123456789", "０１２３４５６７８９")
+
+
+@case("REP-5", "REP-4", "DEL-1", title="a real position in other digits (Arabic-Indic, full-width) or with a newline "
+      "inside: invalid payload, or recovered false with nothing replayed", capability=CAP,
+      cites={"REP-5": "a string that is no position the target ever gave out may be answered `invalid payload` (it "
+                      "cannot be parsed) or `recovered: false` (it parses but is unknown, REP-4)",
+             "REP-4": REP4, "DEL-1": DEL1},
+      catches="a position parser reading any Unicode digit, or stopping at a newline, and resuming from the "
+              "position it guessed")
+async def rep5_real_position_respelled(ctx):
+    w = ctx.world
+    published = await publish_n(ctx, "task", w.task_a, 3, tag="conformance:before")
+    pos = published[0].get("pos")
+    if not isinstance(pos, str) or not pos:
+        raise SetupError("publish with a pos to respell", published[0], req="REP-1", expected='{"pos": str}')
+    cut = pos.rfind(".") if "." in pos else len(pos) // 2
+    head, tail = pos[:cut], pos[cut:]  # a position may carry a check of its own after a dot: respell around it
+    variants = {pos.translate(ARABIC_INDIC), pos.translate(FULL_WIDTH), head.translate(ARABIC_INDIC) + tail,
+                head.translate(FULL_WIDTH) + tail, pos + "\n", head + "\n" + tail}
+    variants.discard(pos)  # a position without ASCII digits has no digit variants
+    # the first event's position: a resume that took any of these for it would replay the other two
+    await _never_given_out(ctx, sorted(variants), eids(published[1:]))
+
+
+async def _never_given_out(ctx, sinces, before: list[str]) -> None:
+    """Each since, which the target never gave out, is answered invalid payload or recovered false;
+    after recovered false none of the events `before` (published before it) arrives."""
+    w = ctx.world
     acked = []
-    for since in ("", "not a position \u0000 \u2717", "{}", "\U0001F600" * 3, "x" * 1000):
+    for since in sinces:
         c = await ctx.connect(w.alice, w.ws_a)
         got = await ctx.answer(c, "subscribe", "task", w.task_a, since=since)
         if matches(got, ack("subscribe", "task", w.task_a, recovered=False)):

@@ -18,7 +18,8 @@ def make_broadcaster(strategy: str, node_id: str, settings: RelaySettings | None
     if strategy == "memory":
         if settings is None:
             return MemoryBroadcaster(node_id)
-        return MemoryBroadcaster(node_id, max_len=settings.max_len, max_age_s=settings.max_age_s)
+        return MemoryBroadcaster(node_id, max_len=settings.max_len, max_age_s=settings.max_age_s,
+                                 max_bytes=settings.max_bytes)
     if settings is None or not settings.url:
         raise ValueError(f"the {strategy} relay needs a Redis URL")
     if strategy == "streams":

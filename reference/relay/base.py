@@ -31,6 +31,7 @@ class RelaySettings:
     url: str = ""
     max_len: int = 10_000  # entries kept per stream (exact MAXLEN)
     max_age_s: float | None = 3600.0  # entries older than this are trimmed; idle keys expire
+    max_bytes: int = 256 * 1024 * 1024  # memory relay: frames kept for resume, all scopes together
     block_ms: int = 2000  # XREAD BLOCK; readers are woken early when their scope set changes
     read_count: int = 256
     shards: int = 8
