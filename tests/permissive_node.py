@@ -588,6 +588,128 @@ def _health_multica() -> None:
     _wrap_health(multica_keys)
 
 
+@liberty("uuid-normalised", "another spelling of a task or chat UUID (upper case, braces, urn:uuid:, no hyphens) "
+         "is the canonical scope: authorized and joined as it, answered with the id as sent",
+         'AZ-3 "Another spelling of a UUID ... is either forbidden, or names the same scope as the canonical spelling"')
+def _uuid_normalised() -> None:
+    import uuid
+
+    from reference import authorizer
+    orig = ws_handler._subscribe
+
+    def canonical(sid: str) -> str:
+        if sid.isascii():
+            try:
+                return str(uuid.UUID(sid))
+            except ValueError:
+                pass
+        return sid
+
+    async def _subscribe(conn, st, scope, sid, since):
+        canon = canonical(sid) if scope in ("task", "chat") else sid
+        if canon == sid or since is not ws_handler.RESUME_NONE or authorizer.canonical_uuid(canon) is None:
+            return await orig(conn, st, scope, sid, since)  # resumes keep the reference's answer: forbidden
+        decision = st.authorizer.decide(conn.user_id, conn.workspace_id, scope, canon)
+        if decision != authorizer.ALLOWED:  # answers name the id as sent (SUB-2: {"scope":S,"id":I})
+            conn.enqueue(ws_handler._frame("subscribe_error", scope=scope, id=sid, error=decision))
+            return
+        await st.hub.join(conn, ((scope, canon),), ws_handler._frame("subscribe_ack", scope=scope, id=sid))
+    ws_handler._subscribe = _subscribe
+
+
+@liberty("blank-forwarding-absent", "a forwarding header whose every line is blank is taken as absent (as Multica "
+         "trims it); any line with a value still counts",
+         'HL-2 "a header present only with blank values MAY be taken either way"')
+def _blank_forwarding_absent() -> None:
+    from reference import health
+    orig = health._direct_loopback
+
+    def direct_loopback(request) -> bool:
+        sent = any(v.strip() for h in health.FORWARDING_HEADERS for v in request.headers.getall(h, ()))
+        return not sent and orig(_WithoutBlank(request))
+    health._direct_loopback = direct_loopback
+
+
+class _WithoutBlank:
+    """The request as health reads it, without its blank forwarding headers."""
+
+    def __init__(self, request):
+        from multidict import CIMultiDict
+
+        from reference import health
+        self.remote = request.remote
+        self.headers = CIMultiDict((k, v) for k, v in request.headers.items()
+                                   if k.title() not in {h.title() for h in health.FORWARDING_HEADERS} or v.strip())
+
+
+@liberty("surrogate-replaced", "a lone surrogate in a frame is read as U+FFFD, as Go's decoder does: the scope or "
+         "id is then answered for what it says (unknown_scope, forbidden)",
+         'IN-1 "is answered either `invalid payload` or as the string a decoder makes of it (U+FFFD in its place)"')
+def _surrogate_replaced() -> None:
+    from reference import inbound
+    orig = inbound.parse
+
+    def mend(value):
+        if isinstance(value, str):
+            return value.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+        if isinstance(value, dict):
+            return {mend(k): mend(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [mend(v) for v in value]
+        return value
+
+    def parse(data, *, stored=False):
+        doc = orig(data, stored=stored)
+        try:
+            return mend(doc)
+        except RecursionError:  # deeper than this walk goes: ignored, as IN-3 allows
+            raise inbound.NotJson("nested too deep") from None
+    inbound.parse = parse
+
+
+@liberty("parser-limits", "frames holding a number of more than 1,000 digits, or nested deeper than 100 levels, "
+         "are ignored as not JSON",
+         'IN-3 "Valid JSON beyond a parser\'s limits (numbers of more than 4,000 digits, nesting deeper than 500 '
+         'levels) may be answered or ignored"')
+def _parser_limits() -> None:
+    import re
+
+    from reference import inbound
+    orig = inbound.parse
+    long_number = re.compile(r"[0-9]{1001}")
+
+    def depth(value) -> int:
+        deepest, stack = 0, [(value, 0)]  # iterative: a recursive walk would overflow on deep frames
+        while stack:
+            v, level = stack.pop()
+            if isinstance(v, dict | list):
+                deepest = max(deepest, level + 1)
+                stack.extend((c, level + 1) for c in (v.values() if isinstance(v, dict) else v))
+        return deepest
+
+    def parse(data, *, stored=False):
+        doc = orig(data, stored=stored)
+        text = data if isinstance(data, str) else bytes(data).decode("utf-8", "replace")
+        if not stored and (long_number.search(text) or depth(doc) > 100):
+            raise inbound.NotJson("beyond this twin's parser limits")
+        return doc
+    inbound.parse = parse
+
+
+@liberty("header-408", "a socket whose request headers do not end in time is answered 408 before it is closed",
+         'LIM-1 "is closed (with or without an answer such as 408)"')
+def _header_408() -> None:
+    from reference.guard import ConnectionGuard
+    orig = ConnectionGuard._timed_out
+
+    def _timed_out(self, handler):
+        transport = handler.transport
+        if handler in self.waiting and transport is not None:
+            transport.write(b"HTTP/1.1 408 Request Timeout\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+        orig(self, handler)
+    ConnectionGuard._timed_out = _timed_out
+
+
 # -- running ---------------------------------------------------------------------------------------
 
 def parse_liberties(text: str) -> list[str]:

@@ -289,3 +289,47 @@ async def test_fixtures_file_and_jwt_secret_are_used(serve, session, tmp_path):
         await ws_connect(session, node.base, world.ws_a, world.pat_alice, origin="https://evil.example")
     assert e.value.status == 403
     assert await node.stop() == 0
+
+
+def _rss_kib(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("VmRSS:"))
+
+
+@pytest.mark.heavy
+@pytest.mark.req("HL-1", "SUB-3")
+async def test_memory_returns_after_5000_hostile_subscribes(serve, session):
+    """Issue 16, row 4: 5,000 subscribes to distinct 60 KB made-up scope types once kept 294 MB.
+    Now nothing a client names is kept: the node's memory is back within 10 MB once it is gone."""
+    control = secrets.token_hex(8)
+    node = await serve("--control-token", control)
+    auth = {"Authorization": f"Bearer {control}"}
+    world = fixture_world.TestWorld()
+    async with session.put(node.base + "/_control/fixtures", json=world.fixtures(), headers=auth) as r:
+        assert r.status == 200
+    async with session.post(node.base + "/_control/token", json={"user": world.alice}, headers=auth) as r:
+        token = (await r.json())["token"]
+
+    async def hostile(n: int, tag: str) -> None:
+        client = await WsClient.connect(session, node.base, workspace_id=world.ws_a, token=token)
+        try:
+            pad = "x" * 60_000
+            for batch in range(0, n, 100):
+                for i in range(batch, min(batch + 100, n)):
+                    await client.send({"type": "subscribe", "payload": {"scope": f"{tag}{i}-{pad}", "id": "x"}})
+                start = len(client.frames)
+                await client.send({"type": "ping"})
+                await client.wait_for(lambda f: f == {"type": "pong"}, 30, start=start)
+                client.frames.clear()  # the echoed answers are the client's memory, not the node's
+        finally:
+            await client.close()
+
+    await hostile(500, "warm-")  # the allocator's arenas and the interpreter's caches settle first
+    before = _rss_kib(node.proc.pid)
+    await hostile(5000, "kind-")
+    async with session.get(node.base + "/health/realtime") as r:
+        doc = await r.json()
+    after = _rss_kib(node.proc.pid)
+    assert doc["subscribe_denied_total"] == {"other": 5500}
+    print(f"RSS {before / 1024:.1f} MiB before, {after / 1024:.1f} MiB after")
+    assert after - before < 10 * 1024, f"RSS grew by {(after - before) / 1024:.1f} MiB"
