@@ -27,7 +27,7 @@ class ServerConfig:
     max_inbound: int = 65536
     # Which capabilities /_control/info claims on top of what the broadcaster adds.
     capabilities: tuple[str, ...] = field(
-        default=("cookie_auth", "pat", "origin", "health", "global", "exclude_workspace")
+        default=("cookie_auth", "pat", "origin", "health", "global", "exclude_workspace", "revocation")
     )
 
 
