@@ -416,7 +416,7 @@ async def az5_revoke_closes_everywhere_and_refuses(ctx):
     deadline = answered + REVOKE_WITHIN + MARGIN
     for who, c in revoked.items():
         code = await ctx.closed(c, f"{who} closed with 1008 within {REVOKE_WITHIN:g} s of the revocation",
-                                timeout=max(0.0, deadline - loop.time()))
+                                timeout=round(max(0.0, deadline - loop.time()), 2))
         took = (c.closed_at or loop.time()) - answered
         ctx.check("AZ-5", code == 1008, f"{who} must be closed with code 1008", 1008, code)
         ctx.check("AZ-5", took <= REVOKE_WITHIN + MARGIN, f"{who} must be closed within {REVOKE_WITHIN:g} s",
