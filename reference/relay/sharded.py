@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import logging
 
-
 from .. import positions
 from .base import TRANSIENT, Backoff, RedisRelay, RelaySettings, new_client
 
