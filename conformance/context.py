@@ -47,7 +47,7 @@ class CaseContext:
         """Mint every world user's token up front: a case that opens a connection and then asks
         for a token would otherwise spend part of the target's auth timeout on the control API."""
         w = self.world
-        users = [w.alice, w.bob, w.carol, w.dave, w.outsider, w.erin]
+        users = [w.alice, w.bob, w.carol, w.dave, w.outsider, w.erin, w.frank]
         try:
             minted = await asyncio.gather(*(self.target.controls[0].token(u) for u in users))
         except ControlError as e:

@@ -16,7 +16,8 @@ def _id() -> str:
 class TestWorld:
     __test__ = False  # not a pytest test class
     """Two workspaces A and B. alice and bob are members of A; carol of B; erin of both; dave
-    is a member of A but disabled; outsider belongs to none. Each workspace has an issue with a
+    is a member of A but disabled; outsider belongs to none; frank is a member of both, and only
+    the revocation case (AZ-5) uses him: revoking him disturbs no case running alongside. Each workspace has an issue with a
     task; alice has a chat in A with a chat task; bob has a chat in A too; erin a chat in A with
     a chat task (what she may see depends on the workspace she connected to)."""
 
@@ -30,6 +31,7 @@ class TestWorld:
     dave: str = field(default_factory=_id)
     outsider: str = field(default_factory=_id)
     erin: str = field(default_factory=_id)  # a member of A and of B
+    frank: str = field(default_factory=_id)  # a member of A and of B, revoked from A by the AZ-5 case
     issue_a: str = field(default_factory=_id)
     issue_b: str = field(default_factory=_id)
     task_a: str = field(default_factory=_id)  # issue task in A
@@ -52,8 +54,8 @@ class TestWorld:
     def fixtures(self) -> dict:
         return {
             "workspaces": {
-                self.ws_a: {"slug": self.slug_a, "members": [self.alice, self.bob, self.dave, self.erin]},
-                self.ws_b: {"slug": self.slug_b, "members": [self.carol, self.erin]},
+                self.ws_a: {"slug": self.slug_a, "members": [self.alice, self.bob, self.dave, self.erin, self.frank]},
+                self.ws_b: {"slug": self.slug_b, "members": [self.carol, self.erin, self.frank]},
             },
             "disabled_users": [self.dave],
             "pats": {self.pat_alice: self.alice, self.pat_dave: self.dave},

@@ -7,6 +7,7 @@ from __future__ import annotations
 import abc
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -32,6 +33,8 @@ class Broadcaster(abc.ABC):
 
     def __init__(self) -> None:
         self.sink: Sink | None = None
+        # Called with (workspace id, user id) for each revocation another node received (AZ-5).
+        self.on_revocation: Callable[[str, str], object] | None = None
 
     def bind(self, sink: Sink) -> None:
         self.sink = sink
@@ -47,6 +50,10 @@ class Broadcaster(abc.ABC):
         self, scope_type: str, scope_id: str, frame: dict, exclude_workspace: str | None = None
     ) -> tuple[str, str | None]:
         """Hand one event to every node; return (event_id, pos) once it is durable."""
+
+    async def revoke(self, workspace_id: str, user_id: str) -> None:
+        """Hand a revocation to every other node of the cluster (AZ-5), which applies it through
+        `on_revocation`; raises PublishFailed when it cannot. A single node has no one to tell."""
 
     async def on_first_subscriber(self, scope_type: str, scope_id: str) -> None:
         """Called, and awaited before the ack, when a scope gains its first local subscriber."""

@@ -33,7 +33,7 @@ class ServerConfig:
     max_subscriptions: int = 1000  # task and chat scopes per connection; 0: no cap
     # Which capabilities /_control/info claims on top of what the broadcaster adds.
     capabilities: tuple[str, ...] = field(
-        default=("cookie_auth", "pat", "origin", "health", "global", "exclude_workspace")
+        default=("cookie_auth", "pat", "origin", "health", "global", "exclude_workspace", "revocation")
     )
 
 

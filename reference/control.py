@@ -1,4 +1,4 @@
-"""The test-only control API (CTL-1..5), mounted only when a control token is set."""
+"""The test-only control API (CTL-1..6), mounted only when a control token is set."""
 
 from __future__ import annotations
 
@@ -127,6 +127,24 @@ async def put_faults(request: web.Request) -> web.Response:
     return web.json_response({"authorizer": mode})
 
 
+async def post_revoke(request: web.Request) -> web.Response:
+    """CTL-6 / AZ-5. This node revokes first, whatever the store says: a revocation the other
+    nodes cannot be told of still takes effect here, and the 503 tells the caller to retry."""
+    doc = await _body(request)
+    workspace, user = doc.get("workspace"), doc.get("user")
+    if not isinstance(workspace, str) or not workspace or not isinstance(user, str) or not user:
+        return _bad("workspace and user must be non-empty strings")
+    st = request.app[STATE]
+    closed = st.revoke(workspace, user)
+    try:
+        await st.broadcaster.revoke(workspace, user)
+    except PublishFailed as e:
+        log.warning("revocation of %s in %s not handed to the other nodes: %s", user, workspace, e)
+        return web.json_response({"error": str(e) or "relay unavailable"}, status=503)
+    log.info("revoked %s in %s: %d connection(s) closed on this node", user, workspace, closed)
+    return web.json_response({"ok": True})
+
+
 def routes() -> list[web.RouteDef]:
     return [
         web.get("/_control/info", get_info),
@@ -134,4 +152,5 @@ def routes() -> list[web.RouteDef]:
         web.post("/_control/token", post_token),
         web.post("/_control/publish", post_publish),
         web.put("/_control/faults", put_faults),
+        web.post("/_control/revoke", post_revoke),
     ]

@@ -18,6 +18,7 @@ from .metrics import Metrics
 log = logging.getLogger("scopehub.hub")
 
 Scope = tuple[str, str]
+REVOKED = "membership revoked"  # the close reason of a revoked connection (AZ-5: code 1008)
 Seq = tuple[int, int]
 
 
@@ -86,6 +87,15 @@ class Hub:
         self.metrics.active_connections -= 1
         for scope in tuple(conn.subscriptions):
             self.leave(conn, scope)
+
+    def revoke(self, workspace_id: str, user_id: str) -> int:
+        """Close the user's live connections to the workspace (AZ-5) with 1008. Each leaves its
+        scopes first, so no event reaches it after the revocation, whatever its peer still reads."""
+        gone = [c for c in self.connections if c.workspace_id == workspace_id and c.user_id == user_id]
+        for conn in gone:
+            self.detach(conn)
+            conn.goodbye(1008, REVOKED)
+        return len(gone)
 
     async def _open(self, scopes: tuple[Scope, ...], ends: bool = False) -> dict[Scope, Seq | None]:
         """Have the broadcaster read these scopes. A join in flight counts as a local subscriber,

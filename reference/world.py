@@ -1,7 +1,8 @@
 """The fixture world: workspaces, members, users, PATs, issues, tasks and chats.
 
 The control API replaces it wholesale (CTL-2); connections already open keep their
-identity (AZ-5: replacing fixtures must not close anyone)."""
+identity (AZ-5: replacing fixtures must not close anyone). Revocations (AZ-5) live in the world
+too: replacing the fixtures installs a new world, so it clears them on that node."""
 
 from __future__ import annotations
 
@@ -23,9 +24,12 @@ class World:
     issues: dict[str, str] = field(default_factory=dict)  # issue id -> workspace id
     tasks: dict[str, dict] = field(default_factory=dict)  # task id -> {"issue": I} | {"chat": C} | {}
     chats: dict[str, dict] = field(default_factory=dict)  # chat id -> {"workspace", "creator"}
+    # (workspace id, user id) pairs revoked on this node since the world was installed (AZ-5):
+    # the one mutable part, so the fixtures themselves stay as they were loaded.
+    revoked: set[tuple[str, str]] = field(default_factory=set, compare=False)
 
     def is_member(self, user_id: str, workspace_id: str) -> bool:
-        return user_id in self.members.get(workspace_id, ())
+        return user_id in self.members.get(workspace_id, ()) and (workspace_id, user_id) not in self.revoked
 
 
 def _obj(value: Any, where: str) -> dict:

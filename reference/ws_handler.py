@@ -12,6 +12,7 @@ from aiohttp import WSMsgType, web
 from . import inbound, positions, tokens
 from .authorizer import ALLOWED
 from .connection import Connection
+from .hub import REVOKED
 from .origin import origin_allowed
 from .ratelog import RateLimitedLog
 from .state import STATE, NodeState
@@ -119,8 +120,14 @@ async def handle_ws(request: web.Request) -> web.StreamResponse:
         conn = Connection(ws, transport, user_id, wid, cfg.send_queue, st.metrics, st.hub.detach)
 
     try:
-        if conn.user_id and (conn in st.hub.connections or await st.hub.attach(conn, AUTH_ACK)):
+        # not conn.closed: a cookie connection revoked during the upgrade was already closed (AZ-5)
+        if conn.user_id and not conn.closed and (conn in st.hub.connections or await st.hub.attach(conn, AUTH_ACK)):
             conn.start(cfg.ping_s, cfg.pong_s)
+            if not st.world.is_member(conn.user_id, wid):
+                # AZ-5: revoked after the membership check, while the connection was joining its
+                # scopes (the hub's revoke did not see it yet): closed like the others.
+                st.hub.detach(conn)
+                conn.goodbye(1008, REVOKED)
             await _read_loop(ws, conn, st)
     finally:
         st.hub.detach(conn)

@@ -385,6 +385,50 @@ def _event_id_replaced() -> None:
     events.prepare = prepare
 
 
+# -- revocation (AZ-5) ----------------------------------------------------------------------------
+
+@bug("revoke-local-only", "a revocation closes and refuses on the node that received it only: it is never handed "
+     "to the other nodes (the hub's local close mistaken for the cluster's)")
+def _revoke_local_only() -> None:
+    async def revoke(self, workspace_id, user_id):
+        return None  # BUG: nothing goes through Redis; the answer is still 200
+    base.RedisRelay.revoke = revoke
+
+
+@bug("revoke-close-1000", "revoked connections are closed with code 1000 (normal closure) instead of 1008")
+def _revoke_close_1000() -> None:
+    def revoke(self, workspace_id, user_id):
+        gone = [c for c in self.connections if c.workspace_id == workspace_id and c.user_id == user_id]
+        for conn in gone:
+            self.detach(conn)
+            conn.goodbye(1000, "bye")  # BUG: a normal closure: clients reconnect as if nothing happened
+        return len(gone)
+    Hub.revoke = revoke
+
+
+@bug("revoke-forgets", "a revocation closes the user's open connections but is not remembered: the user "
+     "reconnects at once, still a member")
+def _revoke_forgets() -> None:
+    from reference.state import NodeState
+
+    def revoke(self, workspace_id, user_id):
+        return self.hub.revoke(workspace_id, user_id)  # BUG: the membership check never hears of it
+    NodeState.revoke = revoke
+
+
+@bug("fixtures-reset", "loading the fixtures closes every open connection (the hub is reset with the world)")
+def _fixtures_reset() -> None:
+    from reference.state import NodeState
+    orig = NodeState.replace_world
+
+    def replace_world(self, world):
+        orig(self, world)
+        for conn in tuple(self.hub.connections):  # BUG: "the world changed, start everyone afresh"
+            self.hub.detach(conn)
+            conn.goodbye(1008, "world replaced")
+    NodeState.replace_world = replace_world
+
+
 # -- resume --------------------------------------------------------------------------------------
 
 @bug("lying-recovered", "resume answers recovered true and replays whatever is retained, even over a trimmed "

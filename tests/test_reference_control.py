@@ -16,7 +16,6 @@ from wire_helpers import WAIT, ack, http, marker, publish_and_receive, sub_error
 
 PATHS = [("GET", "/_control/info"), ("PUT", "/_control/fixtures"), ("POST", "/_control/token"),
          ("POST", "/_control/publish"), ("PUT", "/_control/faults"), ("POST", "/_control/revoke")]
-ROUTED = PATHS[:5]
 
 
 async def _publish_raw(session, node, body=None, data=None):
@@ -54,8 +53,8 @@ async def test_every_control_path_is_404_without_a_control_token(start_node, ses
     assert (await http(session, "GET", node.base + "/health/realtime"))[0] == 200  # the node itself works
 
 
-@pytest.mark.req("CTL-1", "CTL-2", "CTL-3", "CTL-4", "CTL-5")
-@pytest.mark.parametrize("method,path", ROUTED)
+@pytest.mark.req("CTL-1", "CTL-2", "CTL-3", "CTL-4", "CTL-5", "CTL-6")
+@pytest.mark.parametrize("method,path", PATHS)
 async def test_every_control_path_is_401_without_the_right_bearer(node, session, method, path):
     token = node.config.control_token
     for auth in (None, "Bearer wrong", f"Bearer {token}x", f"Bearer {token[:-1]}", f"Basic {token}", token,

@@ -73,6 +73,11 @@ BUGS = [
     Bug("replay-off-by-one", ("REP-3",), ("REP-3",), cases=("rep3_missed_then_live",)),
     Bug("resume-unauthorized", ("REP-7", "AZ-4"), ("REP-7", "AZ-4"), cases=("rep7_forbidden_resume_replays_nothing",)),
     Bug("expired-tokens", ("HS-4",), ("HS-4",), cases=("hs4_expired",)),
+    # Revocation: the case revokes through node 1 and looks at the last node too.
+    Bug("revoke-local-only", ("AZ-5",), ("AZ-5",), nodes=2, cases=("az5_revoke_closes_everywhere_and_refuses",)),
+    Bug("revoke-close-1000", ("AZ-5",), ("AZ-5",), cases=("az5_revoke_closes_everywhere_and_refuses",)),
+    Bug("revoke-forgets", ("AZ-5",), ("AZ-5",), cases=("az5_revoke_closes_everywhere_and_refuses",)),
+    Bug("fixtures-reset", ("AZ-5",), ("AZ-5",), cases=("az5_replacing_fixtures_closes_nothing",)),
     Bug("sigterm-drop", ("NODE-5",), ("NODE-5",), nodes=2, cases=("node5_sigterm_drains_the_node",), narrow=True),
     # What only longer runs show (two nodes, as `scopehub conform --node-command ... --nodes 2`):
     Bug("dedup-window", ("DEL-2",), ("DEL-2",), nodes=2, cases=("del2_sustained_load_every_event_once",), narrow=True),

@@ -1,6 +1,7 @@
 """AZ: who may subscribe to which task and chat, and that nothing else ever arrives.
 
-TestWorld: alice and bob are members of A, carol of B, erin of both. task_a / task_b are issue
+TestWorld: alice and bob are members of A, carol of B, erin and frank of both (frank only for
+revocation, AZ-5). task_a / task_b are issue
 tasks in A / B, chat_task_alice is a task of alice's chat in A, chat_bob is bob's chat in A,
 chat_erin erin's chat in A (with chat_task_erin), orphan_task has neither an issue nor a chat.
 
@@ -8,14 +9,21 @@ A wrong decision is the deciding requirement's (AZ-1 for task, AZ-2 for chat, AZ
 are not UUIDs); an answer of the right kind in the wrong form is SUB-2's (`judge_decision`). In
 the no-leak cases an event of a scope the connection does not hold is AZ-4's, a missing event of
 a scope it holds DEL-1's, a repeat DEL-2's. A scope AZ-1 / AZ-2 deny stays a scope the connection
-does not hold, even when the target wrongly acknowledged it: its events are leaks."""
+does not hold, even when the target wrongly acknowledged it: its events are leaks. In the
+revocation cases a revoked connection left open, closed late or with another code, a connection
+closed that was not revoked, and a revoked user let in again are all AZ-5's."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 
+import aiohttp
+
 from . import Failed, SetupError, case
-from .common import among, eids, expect_absent, hold, marker, matches, publish_n, sub_error, wait_all, wait_each
+from ..client import ControlError
+from .common import (NOT_MEMBER, PING, PONG, among, auth_answer, eids, expect_absent, hold, marker, matches, publish_n,
+                     sub_error, wait_all, wait_each)
 from .subscriptions import DEL1, DEL2, NODE1, SUB2, answer_of, decide, restore_faults, set_faults
 
 AZ1 = ("`task:T` is allowed for an issue task when the issue's workspace is the connection's workspace, and for a "
@@ -365,3 +373,126 @@ async def az4_lookup_failed_grants_nothing(ctx):
     leaks = {e: "task event" for e in eids(sent)}
     leaks[chat["event_id"]] = "chat event"
     expect_absent(ctx, alice, leaks, "a scope answered lookup_failed delivered events", req="AZ-4")
+
+
+# -- AZ-5: revocation ---------------------------------------------------------------------------------
+
+AZ5 = ("`POST /_control/revoke` (or the target's own revocation path) closes that user's connections to that "
+       "workspace on every node within 2 s, with close code 1008. Later connections of that user to that workspace "
+       "are refused as non-members.")
+AZ5_FIXTURES = "A target MUST NOT close connections merely because fixtures were replaced."
+CTL6 = '`POST /_control/revoke` `{"workspace": W, "user": U}`'
+REVOKE_WITHIN = 2.0  # AZ-5's bound
+# The close is measured from when the revoke call was answered, as the client sees it: the answer
+# and the close frame each cross the loopback and the suite's event loop once more, so a close a
+# little after the bound is still within it at the target. 0.5 s covers that on a loaded machine.
+MARGIN = 0.5
+
+
+async def _revoke(ctx, workspace: str, user: str, node: int = 0) -> None:
+    """POST /_control/revoke on `node`; anything but a 2xx is a set-up error (CTL-6's, unless the
+    store is unreachable: 503, as for a publish)."""
+    step = f"revoke {user} in workspace {workspace} (POST /_control/revoke on node {node + 1})"
+    try:
+        status, body = await ctx.target.controls[node].call("POST", "/_control/revoke",
+                                                             {"workspace": workspace, "user": user}, expect=None)
+    except (asyncio.TimeoutError, aiohttp.ClientError, OSError) as e:
+        raise SetupError(step, f"{type(e).__name__}: {e}") from None
+    if not 200 <= status < 300:
+        raise SetupError(step, f"{status} {body}", req=None if status == 503 else "CTL-6", expected="200")
+
+
+async def _pong(ctx, client, who: str, why: str) -> None:
+    """The connection is open and answers: a ping is answered pong (IN-2)."""
+    start = len(client.frames)
+    try:
+        await client.send(PING)
+    except (ConnectionError, RuntimeError) as e:
+        raise Failed(f"{who}: {why}, but it was closed (code {client.close_code})", "open", type(e).__name__) from None
+    await ctx.frame(client, lambda f: matches(f, PONG), f"pong to {who}'s ping ({why})", start=start)
+
+
+async def _refused(ctx, token: str, workspace: str, who: str, *, node: int, cookie: bool) -> None:
+    """A new connection the revocation refuses as a non-member: HS-3's error frame or HS-2's 403."""
+    want = {"error": NOT_MEMBER}
+    if cookie:
+        status, body = await ctx.upgrade(node=node, params={"workspace_id": workspace}, cookie=token)
+        ctx.check("AZ-5", status == 403 and matches(body, want),
+                  f"node {node + 1}: {who} connecting again by cookie must be refused as a non-member",
+                  f"403 {want}", f"{status} {body}")
+        return
+    client = await ctx.raw(node=node, params={"workspace_id": workspace})
+    got = await auth_answer(ctx, client, token, f"the answer to {who}'s auth on node {node + 1}", req="HS-3")
+    ctx.check("AZ-5", matches(got, want), f"node {node + 1}: {who} connecting again must be refused as a non-member",
+              want, got)
+
+
+@case("AZ-5", "CTL-6", title="a revocation closes the user's connections to the workspace on every node within 2 s "
+      "with 1008, leaves every other connection open, and refuses the user's later connections there",
+      capability="revocation", cites={"AZ-5": AZ5, "CTL-6": CTL6},
+      catches="a revocation applied only on the node that received it; a close code other than 1008; a revocation "
+              "that closes but does not refuse")
+async def az5_revoke_closes_everywhere_and_refuses(ctx):
+    """frank holds workspace A on the first node and on the last (token, and cookie when claimed)
+    and workspace B; alice holds A on both. frank is revoked from A through the first node."""
+    w = ctx.world
+    last = len(ctx.target.urls) - 1
+    cookie = "cookie_auth" in ctx.target.capabilities
+    revoked = {"frank in A on node 1": await ctx.connect(w.frank, w.ws_a),
+               f"frank in A on node {last + 1}": await ctx.connect(w.frank, w.ws_a, node=last)}
+    if cookie:
+        revoked[f"frank in A on node {last + 1} (cookie)"] = await ctx.connect(w.frank, w.ws_a, node=last, cookie=True)
+    kept = {f"frank in B on node {last + 1}": await ctx.connect(w.frank, w.ws_b, node=last),
+            "alice in A on node 1": await ctx.connect(w.alice, w.ws_a),
+            f"alice in A on node {last + 1}": await ctx.connect(w.alice, w.ws_a, node=last)}
+    loop = asyncio.get_running_loop()
+    await _revoke(ctx, w.ws_a, w.frank)
+    answered = loop.time()
+    deadline = answered + REVOKE_WITHIN + MARGIN
+    for who, c in revoked.items():
+        code = await ctx.closed(c, f"{who} closed with 1008 within {REVOKE_WITHIN:g} s of the revocation",
+                                timeout=round(max(0.0, deadline - loop.time()), 2))
+        took = (c.closed_at or loop.time()) - answered
+        ctx.check("AZ-5", code == 1008, f"{who} must be closed with code 1008", 1008, code)
+        ctx.check("AZ-5", took <= REVOKE_WITHIN + MARGIN, f"{who} must be closed within {REVOKE_WITHIN:g} s",
+                  f"<= {REVOKE_WITHIN:g} s (+{MARGIN:g} s measurement margin)", f"{took:.2f} s")
+    for who, c in kept.items():
+        await _pong(ctx, c, who, "the revocation is not of this connection")
+    token = await ctx.token(w.frank)
+    for node in range(len(ctx.target.urls)):
+        await _refused(ctx, token, w.ws_a, "frank", node=node, cookie=False)
+        if cookie:
+            await _refused(ctx, token, w.ws_a, "frank", node=node, cookie=True)
+
+
+@case("AZ-5", title="replacing the fixtures on every node closes no connection", capability="revocation",
+      exclusive=True, cites={"AZ-5": AZ5_FIXTURES},
+      catches="connections dropped when the world is reloaded (a revocation sweep run on every fixtures load)")
+async def az5_replacing_fixtures_closes_nothing(ctx):
+    """Every node is given the world again (the same one: every case's world lives in it, so this
+    case runs alone); the connections opened before stay open and keep answering."""
+    w = ctx.world
+    if ctx.target.fixtures is None:
+        raise SetupError("replace the fixtures: the suite loaded none")
+    clients = {}
+    for node in range(len(ctx.target.urls)):
+        clients[f"alice in A on node {node + 1}"] = await ctx.connect(w.alice, w.ws_a, node=node)
+        clients[f"carol in B on node {node + 1}"] = await ctx.connect(w.carol, w.ws_b, node=node)
+    if "cookie_auth" in ctx.target.capabilities:
+        clients["bob in A on node 1 (cookie)"] = await ctx.connect(w.bob, w.ws_a, cookie=True)
+    for node, control in enumerate(ctx.target.controls):
+        try:
+            await control.fixtures(ctx.target.fixtures)
+        except ControlError as e:
+            raise SetupError(f"replace the fixtures on node {node + 1} (PUT /_control/fixtures)", f"{e.status} {e.body}",
+                             req="CTL-2", expected="200") from None
+    # A target that closes in the background may take a moment: give it AZ-5's own bound to do so.
+    waits = [asyncio.ensure_future(c.wait_closed(REVOKE_WITHIN + MARGIN)) for c in clients.values()]
+    await asyncio.wait(waits, timeout=REVOKE_WITHIN + MARGIN, return_when=asyncio.FIRST_COMPLETED)
+    for t in waits:
+        t.cancel()
+    await asyncio.gather(*waits, return_exceptions=True)
+    for who, c in clients.items():
+        ctx.expect(not c.closed, f"{who} was closed (code {c.close_code}) after the fixtures were replaced", "open",
+                   f"closed with {c.close_code}")
+        await _pong(ctx, c, who, "the fixtures were replaced")

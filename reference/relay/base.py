@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
-from redis.exceptions import RedisError
+from redis.exceptions import RedisError, ResponseError
 from ulid import ULID
 
 from .. import events, positions
@@ -24,6 +24,11 @@ log = logging.getLogger("scopehub.relay")
 # Errors after which a reader reconnects: the store went away or stopped answering.
 TRANSIENT = (RedisError, OSError, asyncio.TimeoutError)
 PAGE = 500  # entries per XRANGE of a replay
+# AZ-5: revocations travel through one stream every node reads from its own cursor, so a node
+# whose reader was cut off (a store outage, a failed task) still applies every revocation made
+# meanwhile once it reads again; a pub/sub message would be lost to it.
+REVOCATIONS = "ws:control:revocations"
+REVOCATIONS_KEPT = 10_000  # approximate MAXLEN: a reader more than this far behind is long dead
 
 
 @dataclass(frozen=True)
@@ -109,6 +114,10 @@ class RedisRelay(Broadcaster):
         self.metrics = RelayMetrics()
         self.write = new_client(settings.url, read_timeout=settings.publish_timeout_s)
         self._append = self.write.register_script(scripts.APPEND)
+        # its own connection: a blocking read must not hold one the publish path needs
+        self.revocation_reader = new_client(settings.url, read_timeout=settings.block_ms / 1000 + 3.0,
+                                            max_connections=2)
+        self._revocations_from = "0-0"  # the last revocation entry this node has applied
         self._tasks: list[asyncio.Task] = []
         self._stopping = False
 
@@ -128,6 +137,10 @@ class RedisRelay(Broadcaster):
             self.metrics.error("xread_errors", e)
             log.warning("redis unreachable at start: %s", e)
         self._spawn("heartbeat", self._heartbeat_loop)
+        # Revocations made before this node started are not its business: the fixtures it is
+        # given are its world (a restarted node gets them again).
+        self._revocations_from = await self._end_of(REVOCATIONS)
+        self._spawn("revocations", self._revocation_loop)
 
     def _spawn(self, name: str, run) -> asyncio.Task:
         """Run `run()` for the relay's lifetime. A task that fails is logged, counted in the
@@ -165,6 +178,7 @@ class RedisRelay(Broadcaster):
             t.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await self._close_clients()
+        await self.revocation_reader.aclose()
         await self.write.aclose()
 
     async def _close_clients(self) -> None:
@@ -196,6 +210,54 @@ class RedisRelay(Broadcaster):
         self.metrics.xadd_total += 1
         self.metrics.connected = True
         return event_id, positions.encode(scope_type, scope_id, entry_id)
+
+    # -- revocation (AZ-5) ----------------------------------------------------------------------
+    async def revoke(self, workspace_id: str, user_id: str) -> None:
+        fields = {"w": workspace_id, "u": user_id, "n": self.instance}
+        try:
+            await asyncio.wait_for(self.write.xadd(REVOCATIONS, fields, maxlen=REVOCATIONS_KEPT, approximate=True),
+                                   self.settings.publish_timeout_s)
+        except Exception as e:  # noqa: BLE001 - whatever failed, the other nodes were not told: 503
+            self.metrics.connected = False
+            self.metrics.last_error = f"revoke: {type(e).__name__}: {e}"[:300]
+            await self._drop_connections()
+            raise PublishFailed(f"relay store unavailable: {type(e).__name__}") from None
+        self.metrics.connected = True
+
+    async def _revocation_loop(self) -> None:
+        """Apply every other node's revocation, in order, from this node's cursor. A read that
+        fails is retried from the same cursor, so none is skipped."""
+        client, backoff = self.revocation_reader, Backoff()
+        while not self._stopping:  # redis-py may swallow a cancellation in a blocking read
+            try:
+                reply = await client.xread({REVOCATIONS: self._revocations_from}, count=100,
+                                           block=self.settings.block_ms)
+            except Exception as e:  # noqa: BLE001 - the store went away, or redis-py broke under it
+                if self._stopping:
+                    return
+                self.reader_failed(REVOCATIONS, e)
+                await self._drop_connections(client)
+                await backoff.wait()
+                continue
+            backoff.reset()
+            self.reader_ok(REVOCATIONS)
+            for _key, entries in reply or ():
+                for entry_id, fields in entries:
+                    workspace_id, user_id = fields.get("w"), fields.get("u")
+                    # its own revocations the node applied before it wrote them (POST /_control/revoke)
+                    if fields.get("n") != self.instance and workspace_id and user_id and self.on_revocation:
+                        self.on_revocation(workspace_id, user_id)
+                    self._revocations_from = entry_id
+
+    async def _end_of(self, key: str) -> str:
+        """The stream's newest entry id: reading after it yields only what is appended from now on."""
+        try:
+            info = await asyncio.wait_for(self.write.xinfo_stream(key), 2.0)
+            return info["last-generated-id"]
+        except ResponseError:
+            return "0-0"  # no stream yet: everything it will hold is new
+        except TRANSIENT:
+            return now_entry_id()
 
     async def _drop_connections(self, client=None) -> None:
         # After an outage the pool holds sockets to a server that is gone; each would fail one

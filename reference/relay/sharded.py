@@ -9,10 +9,8 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from redis.exceptions import ResponseError
-
 from .. import positions
-from .base import TRANSIENT, Backoff, RedisRelay, RelaySettings, new_client, now_entry_id
+from .base import TRANSIENT, Backoff, RedisRelay, RelaySettings, new_client
 
 log = logging.getLogger("scopehub.relay.sharded")
 
@@ -84,15 +82,6 @@ class ShardedRelay(RedisRelay):
             pipe.hget(shard_key(self.shard_for(scope_type, scope_id)) + ":last", f"{scope_type}\0{scope_id}")
         lasts = await asyncio.wait_for(pipe.execute(), 2.0)
         return {scope: positions.parse_entry(last) if last else None for scope, last in zip(scopes, lasts)}
-
-    async def _end_of(self, key: str) -> str:
-        try:
-            info = await asyncio.wait_for(self.write.xinfo_stream(key), 2.0)
-            return info["last-generated-id"]
-        except ResponseError:
-            return "0-0"  # no stream yet: everything it will hold is new
-        except TRANSIENT:
-            return now_entry_id()
 
     async def _close_clients(self) -> None:
         for r in self.readers:
