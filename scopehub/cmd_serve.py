@@ -197,7 +197,9 @@ async def serve(app: web.Application, host: str, port: int) -> int:
 
     # NODE-5: on SIGTERM the node stops listening, sends every client a close frame and waits
     # at most drain_s for them (then cuts what is left): it exits within drain_s + about 1 s.
-    runner = web.AppRunner(app, handle_signals=False, access_log=None,
+    # keepalive_timeout: an idle keep-alive socket is closed after 75 s (aiohttp's AppRunner would
+    # keep it an hour, holding a place under the connection cap)
+    runner = web.AppRunner(app, handle_signals=False, access_log=None, keepalive_timeout=75.0,
                            shutdown_timeout=app[STATE].config.drain_s)
     await runner.setup()
     install_guard(runner)

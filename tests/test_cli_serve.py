@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import resource
 import secrets
 import signal
 import socket
@@ -75,10 +76,12 @@ async def serve():
     """serve(*flags) -> Served: `scopehub serve --port 0 *flags`, once it printed its address."""
     started: list[Served] = []
 
-    async def start(*flags: str) -> Served:
+    async def start(*flags: str, nofile: int | None = None) -> Served:
+        """nofile: the node's open-file limit (RLIMIT_NOFILE), set in the child before it runs."""
+        limit = (lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, nofile))) if nofile else None
         proc = await asyncio.create_subprocess_exec(
             str(SCOPEHUB), "serve", "--host", "127.0.0.1", "--port", "0", *flags,
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, cwd=ROOT)
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, cwd=ROOT, preexec_fn=limit)
         served = Served(proc, "", 0)
         started.append(served)
         served.drains.append(asyncio.create_task(_drain(proc.stderr, served.stderr)))
@@ -333,3 +336,36 @@ async def test_memory_returns_after_5000_hostile_subscribes(serve, session):
     assert doc["subscribe_denied_total"] == {"other": 5500}
     print(f"RSS {before / 1024:.1f} MiB before, {after / 1024:.1f} MiB after")
     assert after - before < 10 * 1024, f"RSS grew by {(after - before) / 1024:.1f} MiB"
+
+
+async def _slow(port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(b"GET /health/realtime HTTP/1.1\r\nHost: x\r\n")  # never the blank line
+    await writer.drain()
+    return reader, writer
+
+
+@pytest.mark.heavy
+async def test_at_its_open_file_limit_a_node_stays_reachable_and_its_log_readable(serve):
+    """Issue 16, row 3: with 1,024 descriptors, 1,050 sockets that never finish their headers once
+    locked health and clients out and wrote 375 MB of accept tracebacks in 100 s. Now the cap
+    (the limit minus 128) keeps descriptors free, and the oldest header-less socket makes room."""
+    node = await serve("--header-timeout", "60", nofile=256)  # cap: 128
+    opened = []
+    try:
+        for _ in range(300):
+            opened.append(await _slow(node.port))
+        reader, writer = await asyncio.open_connection("127.0.0.1", node.port)
+        writer.write(b"GET /health/realtime HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        answer = await asyncio.wait_for(reader.read(), WAIT)
+        writer.close()
+        assert answer.startswith(b"HTTP/1.1 200"), answer[:200]
+        doc = json.loads(answer.split(b"\r\n\r\n", 1)[1])
+        assert doc["header_timeouts_total"] >= 300 - 128  # each newcomer over the cap closed the oldest
+    finally:
+        for _, w in opened:
+            w.close()
+    assert await node.stop() == 0
+    log = node.stderr.decode()
+    assert "Traceback" not in log and "accept" not in log
+    assert len(log.splitlines()) <= 5, log[-2000:]
