@@ -106,7 +106,8 @@ def _install_auth_fail() -> None:
         return
     _auth_fail_installed = True
 
-    async def _auth_fail(ws, text):
+    async def _auth_fail(ws, text, st, peer):
+        ws_handler._auth_failed(st, peer, text)  # counted in health, as the reference does
         await asyncio.sleep(AUTH_FAIL["delay"](text))
         try:
             await ws.send_str(AUTH_FAIL["frame"](text))

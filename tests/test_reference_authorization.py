@@ -46,7 +46,7 @@ async def test_reference_forbids_every_spelling_but_the_canonical_one(node, conn
     await node.control.faults("error")
     try:
         for scope, sid in (("task", world.task_a), ("chat", world.chat_alice)):
-            for other in spellings(sid):
+            for other in (s for s in spellings(sid) if s != sid):  # upper-casing digits changes nothing
                 assert await alice.subscribe(scope, other) == sub_error(scope, other, "forbidden"), other
     finally:
         await node.control.faults("ok")
