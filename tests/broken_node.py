@@ -474,6 +474,12 @@ def _surrogate_crash() -> None:
     inbound.is_text = lambda value: isinstance(value, str)
 
 
+@bug("token-surrogate-crash", "a token is handed to the JWT library as it comes: one holding a lone surrogate "
+     "cannot be encoded, and the handler dies without an error frame")
+def _token_surrogate_crash() -> None:
+    tokens.is_text = lambda value: True
+
+
 @bug("lenient-json", "frames are read with a lenient JSON parser: NaN, Infinity, byte order marks, UTF-16 and UTF-32 "
      "are taken as JSON")
 def _lenient_json() -> None:

@@ -708,6 +708,20 @@ async def hs4_pat_names_its_user(ctx):
                         blame=VALID_TOKEN, params={"workspace_id": w.ws_b})
 
 
+@case("HS-4", "HS-3", title='tokens that are no token in odd encodings (a lone surrogate, non-ASCII, NUL, 60 KB) '
+                            'are "invalid token", answered like any other', cites={"HS-4": HS4_INVALID, "HS-3": HS3_FAILURE},
+      catches="a token that cannot be encoded (a lone surrogate) killing the handler: the connection ends with no "
+              "error frame")
+async def hs4_tokens_in_odd_encodings(ctx):
+    real = await ctx.token(ctx.world.alice)
+    for why, token in (("a JWT-like token holding a lone surrogate", "eyJ\ud800." + real.split(".", 1)[1]),
+                       ("a PAT holding a lone surrogate", "mul_\udfff" + secrets.token_hex(8)),
+                       ("a token of non-ASCII letters", "\u00fcn\u00efcode.t\u00f6ken.\u00e9"),
+                       ("a token holding NUL", "abc\u0000def"),
+                       ("a token of 60,000 characters", "x" * 60_000)):
+        await token_refusal(ctx, token, INVALID_TOKEN, why, decides="HS-4")
+
+
 @case("HS-4", "HS-3", title='an unknown PAT is "invalid token"', capability="pat",
       cites={"HS-4": HS4_INVALID, "HS-3": HS3_FAILURE})
 async def hs4_unknown_pat(ctx):
