@@ -378,3 +378,32 @@ async def test_the_first_of_two_auth_cookies_counts(session, node, world):
         assert json.loads((await ws.receive(timeout=WAIT)).data) == PONG  # live without auth (HS-2)
     finally:
         await ws.close()
+
+
+@pytest.mark.heavy
+@pytest.mark.req("AZ-3")
+async def test_spellings_of_one_task_make_no_redis_keys(start_cluster, session, world):
+    """Row 5: 2,000 spellings of one task once made 2,000 streams (199 MB of Redis). Forbidden
+    before any lookup, they make none."""
+    import redis.asyncio as aioredis
+
+    from test_reference_authorization import spellings
+
+    cluster = await start_cluster("streams", nodes=1)
+    store = aioredis.from_url(cluster.redis.url)
+    try:
+        alice = await WsClient.connect(session, cluster.urls[0], workspace_id=world.ws_a,
+                                       token=await cluster.controls[0].token(world.alice))
+        try:
+            assert await alice.subscribe("task", world.task_a) == ack("subscribe", "task", world.task_a)
+            keys = await store.dbsize()
+            sent = [s for s in spellings(world.task_a) if s != world.task_a]
+            sent += ["{%s}%s" % (world.task_a, "x" * i) for i in range(200)]  # not even UUIDs: no keys either
+            got = await answers_until_pong(alice, *({"type": "subscribe", "payload": {"scope": "task", "id": s}}
+                                                    for s in sent))
+            assert got == [sub_error("task", s, "forbidden") for s in sent]
+            assert await store.dbsize() == keys
+        finally:
+            await alice.close()
+    finally:
+        await store.aclose()
