@@ -242,7 +242,7 @@ def sub_seed(seed: int, *parts: int) -> int:
     return int.from_bytes(digest, "big") >> 1
 
 
-CHUNK = 20  # sessions drawn at a time (about 150 steps)
+CHUNK = 8  # sessions drawn at a time (about 60 steps)
 
 
 def chunk(seed: int, lane: int, k: int) -> list[Session]:

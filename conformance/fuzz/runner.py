@@ -24,7 +24,7 @@ from ..world import TestWorld
 from . import gen, oracle
 from .canary import Canary
 from .gen import Session, Step, TokenRef
-from .judge import (CRASH, LEAK, OUTSIDE, STALL, STAYED_OPEN, UNREACHABLE, Finding, Findings, close_text,
+from .judge import (LEAK, OUTSIDE, STALL, STAYED_OPEN, UNREACHABLE, Finding, Findings, close_text,
                     judge_close, sequence, show)
 from .oracle import ConnView, Expect
 from .render import Values, describe, payload, wire
@@ -160,17 +160,19 @@ class Run:
         def draw(c: int) -> asyncio.Future:
             return loop.run_in_executor(self.pool, gen.chunk, self.cfg.seed, i, c)
         c, k = 0, 0
-        upcoming = draw(c)
+        upcoming: asyncio.Future | None = draw(c)
         while self.left() > 0:
-            sessions = await upcoming
+            sessions = await (upcoming or draw(c))
             c += 1
-            upcoming = draw(c)  # drawn while this chunk is sent
+            # the next chunk is drawn while this one is sent, unless this lane's share is nearly done
+            upcoming = draw(c) if self.left() > self.cfg.lanes * 8 * gen.CHUNK else None
             for session in sessions:
                 if self.left() <= 0:
                     break
                 await self.session(session, (i + k) % len(self.cfg.urls), f"lane {i + 1} session {k + 1}")
                 k += 1
-        upcoming.cancel()
+        if upcoming is not None:
+            upcoming.cancel()
 
     async def session(self, s: Session, node: int, name: str) -> None:
         ident = self.idents[s.who]
