@@ -11,7 +11,6 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..frames import is_answer
 from .oracle import ALWAYS_ALLOWED_CLOSES, Expect
 from .wire import FuzzConn, Garbled
 
@@ -82,22 +81,27 @@ def _fits(e: Expect, a: Any) -> bool:
     return isinstance(a, dict) and e.ok(a)
 
 
-def aligns(expects: list[Expect], answers: list[Any], ended: bool) -> bool:
-    """Whether the answers are, in order, one per `must` step and at most one per `maybe` step
-    (each accepted by its step), nothing for `none` steps; on a connection that ended, the
-    answers may stop early. A small search: a `maybe` answered or not."""
-    def go(k: int, j: int) -> bool:
+def alignment(expects: list[Expect], answers: list[Any], ended: bool) -> dict[int, int] | None:
+    """A reading of the answers (in order) as one per `must` step and at most one per `maybe`
+    step, each accepted by its step, nothing for `none` steps (on a connection that ended the
+    answers may stop early): step index -> answer index, or None when there is none. A small
+    search: a `maybe` answered or not."""
+    def go(k: int, j: int) -> dict[int, int] | None:
         while k < len(expects) and expects[k].answer == "none":
             k += 1
         if k == len(expects):
-            return j == len(answers)
+            return {} if j == len(answers) else None
         if j == len(answers):
-            return ended or all(e.answer != "must" for e in expects[k:])
+            return {} if ended or all(e.answer != "must" for e in expects[k:]) else None
         e = expects[k]
-        if _fits(e, answers[j]) and go(k + 1, j + 1):
-            return True
-        return e.answer == "maybe" and go(k + 1, j)
+        if _fits(e, answers[j]) and (rest := go(k + 1, j + 1)) is not None:
+            return {k: j, **rest}
+        return go(k + 1, j) if e.answer == "maybe" else None
     return go(0, 0)
+
+
+def aligns(expects: list[Expect], answers: list[Any], ended: bool) -> bool:
+    return alignment(expects, answers, ended) is not None
 
 
 def sequence(expects: list[Expect], answers: list[Any], ended: bool) -> tuple[str, int | None, str, Any] | None:
@@ -106,18 +110,18 @@ def sequence(expects: list[Expect], answers: list[Any], ended: bool) -> tuple[st
     owed after the last one that came are not judged (the close is)."""
     if aligns(expects, answers, ended):
         return None
-    # Which one step, judged otherwise, would make the answers fit: a frame owed nothing that
-    # was answered, or a frame owed an answer that got none.
-    for k, e in enumerate(expects):
-        if e.answer == "none":
-            relaxed = Expect("maybe", e.want, e.reqs, lambda f: True)
-            if aligns(expects[:k] + [relaxed] + expects[k + 1:], answers, ended):
-                return OUTSIDE, k, f"step {k + 1} was owed {e.want}, and was answered", None
-    for k, e in enumerate(expects):
-        if e.answer == "must":
-            relaxed = Expect("maybe", e.want, e.reqs, e.ok)
-            if aligns(expects[:k] + [relaxed] + expects[k + 1:], answers, ended):
-                return MISSING, k, f"step {k + 1} was owed {e.want} and got no answer", None
+    # Read the steps otherwise to find the culprit: frames owed nothing that were answered, or
+    # frames owed an answer that got none.
+    relaxed = [Expect("maybe", e.want, e.reqs, lambda f: True) if e.answer == "none" else e for e in expects]
+    found = alignment(relaxed, answers, ended)
+    k = next((k for k in found or () if expects[k].answer == "none"), None)
+    if k is not None:
+        return OUTSIDE, k, f"step {k + 1} was owed {expects[k].want}, and was answered", answers[found[k]]
+    relaxed = [Expect("maybe", e.want, e.reqs, e.ok) if e.answer == "must" else e for e in expects]
+    found = alignment(relaxed, answers, ended)
+    k = next((k for k, e in enumerate(expects) if e.answer == "must" and k not in (found or {k: 0})), None)
+    if k is not None:
+        return MISSING, k, f"step {k + 1} was owed {expects[k].want} and got no answer", None
     j = 0
     for k, e in enumerate(expects):
         if e.answer == "none":
