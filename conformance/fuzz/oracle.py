@@ -207,8 +207,10 @@ def _document(doc: Any, conn: ConnView) -> Expect:
 def _subscribe(scope: str, sid: str, conn: ConnView, since: str | None) -> Expect:
     """SUB-1..3 and AZ-1..3: which answers this subscribe may get."""
     decisions = _decide(scope, sid, conn)
-    req = {"workspace": "SUB-1", "user": "SUB-1", "task": "SUB-2", "chat": "SUB-2"}.get(scope, "SUB-3")
-    reqs = (req,) if req != "SUB-2" else ("SUB-2", "AZ-3" if _uuid(sid) is None else ("AZ-1" if scope == "task" else "AZ-2"))
+    if scope in ("task", "chat"):  # the authorizer's: AZ-3 for a non-UUID, else AZ-1 (task) or AZ-2 (chat)
+        reqs: tuple[str, ...] = ("SUB-2", "AZ-3" if _uuid(sid) is None else "AZ-1" if scope == "task" else "AZ-2")
+    else:
+        reqs = ("SUB-1",) if scope in ("workspace", "user") else ("SUB-3",)
     checks = []
     grants: tuple = ()
     for d in decisions:
