@@ -6,7 +6,7 @@ hostile traffic on a node must cost its well-behaved clients nothing."""
 from __future__ import annotations
 
 import asyncio
-from collections import Counter
+from collections import Counter, deque
 
 import aiohttp
 
@@ -25,6 +25,8 @@ class Canary:
         self.client: WsClient | None = None
         self.acked: dict[str, tuple[str, str]] = {}  # event_id -> scope, for every 200
         self.refused = 0  # publishes not acknowledged (503 or no answer): not owed (NODE-3)
+        self.live: dict[str, str] = {}  # the positions of its latest publishes (render.Values.live)
+        self._recent: dict[str, deque] = {}
         self._stop = asyncio.Event()
         self._task: asyncio.Task | None = None
 
@@ -47,6 +49,7 @@ class Canary:
             try:
                 answer = await self.control.publish(scope, sid, {"type": "fuzz:canary", "payload": {"n": n}})
                 self.acked[answer["event_id"]] = (scope, sid)
+                self._position(scope, answer.get("pos"))
             except (ControlError, aiohttp.ClientError, asyncio.TimeoutError, OSError, KeyError, TypeError):
                 self.refused += 1
             n += 1
@@ -55,6 +58,16 @@ class Canary:
                 await asyncio.wait_for(self._stop.wait(), max(0.0, due - loop.time()))
             except asyncio.TimeoutError:
                 pass
+
+    def _position(self, scope: str, pos) -> None:
+        """Keep the newest position of each scope and one about 50 publishes older, for the
+        fuzzer's resumes (REP-2..5)."""
+        if not isinstance(pos, str):
+            return
+        name = "pos_task" if scope == "task" else "pos_ws"
+        recent = self._recent.setdefault(name, deque(maxlen=50))
+        recent.append(pos)
+        self.live[name], self.live[name + "_old"] = pos, recent[0]
 
     @property
     def received(self) -> int:

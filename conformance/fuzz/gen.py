@@ -125,8 +125,11 @@ ids = weighted((5, refs), (2, st.uuids().map(str)), (3, texts))
 scopes = weighted((6, st.sampled_from(["workspace", "user", "task", "chat"])),
                   (2, st.sampled_from(["global", "daemon_runtime", "Task", "task ", "workspace\x00", "TASK"])),
                   (1, texts))
-since = weighted((3, st.none()), (3, texts), (2, st.sampled_from(["0-0", "0", "-1", "$", "p-1", "\u0661-\u0662",
-                                                                   "v1:task:1-0", "1-1"])), (2, values))
+# Positions the target gave out (the canary's latest and an older one, by scope): resumes that parse.
+positions = st.builds(Ref, st.sampled_from(["pos_task", "pos_ws", "pos_task_old", "pos_ws_old"]),
+                      st.sampled_from(("exact",) * 5 + ("upper", "truncated", "surrogate", "unicode-digits")))
+since = weighted((3, st.none()), (3, texts), (3, positions),
+                 (2, st.sampled_from(["0-0", "0", "-1", "$", "p-1", "\u0661-\u0662", "v1:task:1-0", "1-1"])), (2, values))
 
 
 def _obj(base: dict, more: dict, first: bool) -> dict:

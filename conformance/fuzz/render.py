@@ -17,13 +17,16 @@ _FULLWIDTH = {c: chr(0xFF10 + int(c)) for c in "0123456789"}
 
 @dataclass
 class Values:
-    """What a run knows: world ids by name (for the connection's identity) and tokens by kind."""
+    """What a run knows: world ids by name (for the connection's identity), tokens by kind, and
+    positions the target gave out."""
 
     ids: dict[str, str]
     tokens: dict[str, str] = field(default_factory=dict)
+    live: dict[str, str] = field(default_factory=dict)  # positions the canary's publishes got, kept current
 
     def ref(self, r: Ref) -> str:
-        return disguise(self.ids[r.name], r.how)
+        value = self.ids.get(r.name) or self.live.get(r.name) or "0-0.000000000000"
+        return disguise(value, r.how)
 
 
 def disguise(value: str, how: str) -> str:

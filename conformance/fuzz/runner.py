@@ -341,6 +341,8 @@ async def fuzz(cfg: Config, *, on_progress: Callable[[Snapshot], None] | None = 
         idents, canary_token = await _identities(target, world)
         canary = Canary(session, target.urls, target.controls[-1], workspace=world.ws_a, task=world.more_tasks[0],
                         token=canary_token, sub_node=0, pub_node=len(target.urls) - 1, rate=cfg.canary_rate)
+        for ident in idents.values():
+            ident.values.live = canary.live  # the same dict: positions stay current
         await canary.start()
         # Generation is CPU work: a process of its own keeps this loop answering frames meanwhile.
         pool = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"))
