@@ -196,6 +196,9 @@ def _summary(console: Console, result, args, replay: str) -> None:
         for kind, n in findings.counts.most_common():
             ex = findings.examples[kind][0]
             lines = [ex.what] + [f"→ {s}" for s in ex.sent[:4]] + [f"← {g}" for g in ex.got[:4]]
+            if ex.culprits is not None:
+                lines.append("alone, " + ("these reproduce it: " + " | ".join(ex.culprits) if ex.culprits
+                                          else "no single step reproduces it"))
             table.add_row(f"[bold red]{escape(kind)}[/]", str(n), ", ".join(ex.reqs) or "-",
                           escape("\n".join(_abridge(x, 400) for x in lines)))
         console.print(table)

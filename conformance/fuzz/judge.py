@@ -38,10 +38,11 @@ class Finding:
     got: list[str] = field(default_factory=list)  # what came back
     node: int | None = None
     conn: str = ""
+    culprits: list[str] | None = None  # the steps that alone reproduce it (None: not isolated)
 
     def to_dict(self) -> dict:
         return {"kind": self.kind, "requirements": list(self.reqs), "what": self.what, "node": self.node,
-                "connection": self.conn, "sent": self.sent, "received": self.got}
+                "connection": self.conn, "sent": self.sent, "received": self.got, "culprits": self.culprits}
 
 
 class Findings:

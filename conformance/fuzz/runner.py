@@ -24,12 +24,15 @@ from ..world import TestWorld
 from . import gen, oracle
 from .canary import Canary
 from .gen import Session, Step, TokenRef
-from .judge import (LEAK, OUTSIDE, STALL, STAYED_OPEN, UNREACHABLE, Finding, Findings, close_text,
-                    judge_close, sequence, show)
+from .judge import (CRASH, LEAK, MISSING, OUTSIDE, STALL, STAYED_OPEN, UNREACHABLE, WRONG_CLOSE, Finding, Findings,
+                    close_text, judge_close, sequence, show)
 from .oracle import ConnView, Expect
 from .render import Values, describe, payload, wire
 from .wire import FuzzConn
 
+GOOD_AUTH = Step("text", {"type": "auth", "payload": {"token": TokenRef("good")}})
+ISOLATED_KINDS = {OUTSIDE, MISSING, CRASH, WRONG_CLOSE, STAYED_OPEN}
+ISOLATE = 20  # findings of each kind whose batch is replayed step by step
 ANSWER_WAIT = 10.0  # the fuzzer's patience for the answers of one batch (the contract sets no bound)
 CLOSE_WAIT = 5.0  # for a close the contract owes
 
@@ -138,6 +141,7 @@ class Run:
         self.frames = 0
         self.connections = 0
         self.marks = 0
+        self.isolated: Counter[str] = Counter()
         loop = asyncio.get_running_loop()
         self.deadline = loop.time() + cfg.time_s if cfg.time_s else None
 
@@ -190,13 +194,20 @@ class Run:
             opening = s.opening
             if opening is not None and opening.kind in ("ping", "pong"):  # no data frame: HS-3 still waits for auth
                 opening = None
-            if opening is None:
-                opening = Step("text", {"type": "auth", "payload": {"token": TokenRef("good")}})
-            if not self.take((opening,)) or not await self.first(conn, ident, opening):
+            opening = opening or GOOD_AUTH
+            if not self.take((opening,)):
+                return
+            going = await self.first(conn, ident, opening)
+            await self._report(conn, ident, None)
+            if not going:
                 return
             for batch in s.batches:
                 batch = self.take(batch)
-                if not batch or not await self.batch(conn, ident, batch):
+                if not batch:
+                    return
+                going = await self.batch(conn, ident, batch)
+                await self._report(conn, ident, batch)
+                if not going:
                     return
         finally:
             if s.ending == "close" and not conn.ended:
@@ -318,7 +329,37 @@ class Run:
 
     # -- findings --------------------------------------------------------------------------------
     def _add(self, kind, reqs, what, conn: FuzzConn, sent, got=()) -> None:
-        self.findings.add(Finding(kind, tuple(reqs), what, list(sent), list(got), conn.node, conn.name))
+        conn.found.append(Finding(kind, tuple(reqs), what, list(sent), list(got), conn.node, conn.name))
+
+    async def _report(self, conn: FuzzConn, ident: Identity, steps: tuple[Step, ...] | None) -> None:
+        """Count what the connection found. A batch's finding is isolated first (for the first
+        ISOLATE of each kind): each of its steps alone, on a fresh connection, tells which of
+        them reproduce it."""
+        found, conn.found = conn.found, []
+        for f in found:
+            if steps and len(steps) > 1 and f.kind in ISOLATED_KINDS and self.isolated[f.kind] < ISOLATE:
+                self.isolated[f.kind] += 1
+                f.culprits = [f.sent[k] for k in await self.isolate(conn.node, ident, steps)]
+            self.findings.add(f)
+
+    async def isolate(self, node: int, ident: Identity, steps: tuple[Step, ...]) -> list[int]:
+        """The indexes of the steps that, each alone after auth, give a finding (replays: not
+        counted in --frames)."""
+        culprits = []
+        for k, step in enumerate(steps):
+            try:
+                conn = await FuzzConn.open(self.cfg.urls[node], ident.view.workspace, node, "isolation")
+            except (UpgradeRefused, OSError, asyncio.TimeoutError, asyncio.IncompleteReadError):
+                continue
+            try:
+                if await self.first(conn, ident, GOOD_AUTH):
+                    conn.found.clear()
+                    await self.batch(conn, ident, (step,))
+                    if conn.found:
+                        culprits.append(k)
+            finally:
+                await conn.abort()
+        return culprits
 
     def _close(self, conn: FuzzConn, expects: list[Expect], sent: list[str], *, after_auth_error: bool = False) -> None:
         problem = judge_close(conn, expects, after_auth_error=after_auth_error)

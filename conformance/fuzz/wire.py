@@ -31,6 +31,7 @@ class FuzzConn:
         self.sent_close = False
         self.granted: set[tuple[str, str]] = set()  # scopes it held at some point (AZ-4)
         self.seen = 0  # answers already judged
+        self.found: list = []  # findings not yet reported (judge.Finding)
         self._changed = asyncio.Event()
         self._reader = asyncio.create_task(self._read())
 
