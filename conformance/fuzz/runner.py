@@ -187,7 +187,6 @@ class Run:
                                       node=node, conn=name))
             return
         self.connections += 1
-        conn.granted.update({("workspace", ident.view.workspace), ("user", ident.view.user)})  # HS-6
         try:
             for _ in range(s.pre_pings):
                 conn.write(encode_frame(OP_PING, b"before auth"))
@@ -218,6 +217,7 @@ class Run:
     # -- the first data frame ----------------------------------------------------------------------
     async def first(self, conn: FuzzConn, ident: Identity, step: Step) -> bool:
         """Send the first data frame and judge its answer (HS-3). True: authenticated, go on."""
+        conn.granted.update({("workspace", ident.view.workspace), ("user", ident.view.user)})  # HS-6
         data = payload(step, ident.values)
         if step.kind == "violation":
             e = violation(step)
