@@ -7,6 +7,7 @@ as a sequence, with no waiting and no guessing which answer belongs to which ste
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
@@ -40,27 +41,40 @@ class Finding:
     conn: str = ""
     culprits: list[str] | None = None  # the steps that alone reproduce it (None: not isolated)
 
+    @property
+    def signature(self) -> str:
+        """What the finding is, without where and with which values: findings alike share it."""
+        return re.sub(r"'[^']*'|\d+", "_", f"{self.kind}: {self.what}")
+
     def to_dict(self) -> dict:
         return {"kind": self.kind, "requirements": list(self.reqs), "what": self.what, "node": self.node,
                 "connection": self.conn, "sent": self.sent, "received": self.got, "culprits": self.culprits}
 
 
 class Findings:
-    """Every finding counted by kind; the first few of each kind kept as examples."""
+    """Every finding counted by kind; examples kept per kind, varied: at most PER_SIGNATURE of
+    findings alike (judge.Finding.signature), so a rare finding is not crowded out by a common one."""
 
-    KEEP = 50  # the report shows the first; the JSON keeps them all
+    KEEP = 50  # per kind; the report shows the first, the JSON keeps them all
+    PER_SIGNATURE = 3
 
     def __init__(self) -> None:
         self.counts: Counter[str] = Counter()
         self.examples: dict[str, list[Finding]] = {}
         self.reqs: Counter[str] = Counter()
+        self.signatures: Counter[str] = Counter()
 
     def add(self, f: Finding) -> None:
         self.counts[f.kind] += 1
         self.reqs.update(f.reqs)
+        self.signatures[f.signature] += 1
         kept = self.examples.setdefault(f.kind, [])
-        if len(kept) < self.KEEP:
+        if len(kept) < self.KEEP and self.signatures[f.signature] <= self.PER_SIGNATURE:
             kept.append(f)
+
+    def novel(self, f: Finding) -> bool:
+        """Nothing alike was counted yet (before add)."""
+        return self.signatures[f.signature] == 0
 
     @property
     def total(self) -> int:

@@ -32,7 +32,7 @@ from .wire import FuzzConn
 
 GOOD_AUTH = Step("text", {"type": "auth", "payload": {"token": TokenRef("good")}})
 ISOLATED_KINDS = {OUTSIDE, MISSING, CRASH, WRONG_CLOSE, STAYED_OPEN}
-ISOLATE = 20  # findings of each kind whose batch is replayed step by step
+ISOLATE = 40  # findings of each kind whose batch is replayed step by step
 ANSWER_WAIT = 10.0  # the fuzzer's patience for the answers of one batch (the contract sets no bound)
 CLOSE_WAIT = 5.0  # for a close the contract owes
 
@@ -332,12 +332,13 @@ class Run:
         conn.found.append(Finding(kind, tuple(reqs), what, list(sent), list(got), conn.node, conn.name))
 
     async def _report(self, conn: FuzzConn, ident: Identity, steps: tuple[Step, ...] | None) -> None:
-        """Count what the connection found. A batch's finding is isolated first (for the first
-        ISOLATE of each kind): each of its steps alone, on a fresh connection, tells which of
-        them reproduce it."""
+        """Count what the connection found. A batch's finding unlike any before it is isolated
+        first (up to ISOLATE of each kind): each of its steps alone, on a fresh connection, tells
+        which of them reproduce it."""
         found, conn.found = conn.found, []
         for f in found:
-            if steps and len(steps) > 1 and f.kind in ISOLATED_KINDS and self.isolated[f.kind] < ISOLATE:
+            if (steps and len(steps) > 1 and f.kind in ISOLATED_KINDS and self.isolated[f.kind] < ISOLATE
+                    and self.findings.novel(f)):
                 self.isolated[f.kind] += 1
                 f.culprits = [f.sent[k] for k in await self.isolate(conn.node, ident, steps)]
             self.findings.add(f)
