@@ -192,6 +192,7 @@ class Run:
                 conn.write(encode_frame(OP_PING, b"before auth"))
             opening = s.opening
             if opening is not None and opening.kind in ("ping", "pong"):  # no data frame: HS-3 still waits for auth
+                conn.write(wire(opening, opening.raw))
                 opening = None
             opening = opening or GOOD_AUTH
             if not self.take((opening,)):
