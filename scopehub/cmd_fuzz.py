@@ -166,7 +166,8 @@ def _replay(args: argparse.Namespace) -> str:
     else:
         parts = ["scopehub", "fuzz"] + [f"--node {shlex.quote(u)}" for u in args.nodes] + [
             "--control-token", shlex.quote(args.control_token)]
-    parts += ["--frames", str(args.frames), "--connections", str(args.connections), "--seed", str(args.seed)]
+    parts += ["--frames", str(args.frames)] + (["--time", f"{args.time_s:g}"] if args.time_s else [])
+    parts += ["--connections", str(args.connections), "--seed", str(args.seed)]
     return " ".join(parts)
 
 
