@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from . import cmd_bench, cmd_cluster, cmd_conform, cmd_demo, cmd_serve, cmd_sim
+from . import cmd_bench, cmd_cluster, cmd_conform, cmd_demo, cmd_fuzz, cmd_serve, cmd_sim
 
 
 class UserError(Exception):
@@ -25,7 +25,7 @@ def build_parser() -> argparse.ArgumentParser:
         "WebSocket fanout (the Multica realtime protocol, docs/protocol.md).",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
-    for module in (cmd_sim, cmd_serve, cmd_cluster, cmd_conform, cmd_bench, cmd_demo):
+    for module in (cmd_sim, cmd_serve, cmd_cluster, cmd_conform, cmd_fuzz, cmd_bench, cmd_demo):
         module.register(sub)
     return parser
 

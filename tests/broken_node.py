@@ -430,6 +430,36 @@ def _fixtures_reset() -> None:
     NodeState.replace_world = replace_world
 
 
+# -- hostile input (what `scopehub fuzz` must catch: tests/test_fuzz.py) -------------------------
+
+@bug("ascii-ids", "a subscribe's id is encoded as ASCII for its store key: a non-ASCII id kills the connection "
+     "handler (a traceback; the client sees a close it was never owed)")
+def _ascii_ids() -> None:
+    orig = ws_handler._subscribe
+
+    async def _subscribe(conn, st, scope, sid, since):
+        sid.encode("ascii")  # BUG: "ids are UUIDs", so a key is built from ASCII bytes; anything else raises
+        await orig(conn, st, scope, sid, since)
+    ws_handler._subscribe = _subscribe
+
+
+@bug("answer-unknown", "a frame of an unknown type is answered with an error frame instead of being ignored (IN-3)")
+def _answer_unknown() -> None:
+    orig = ws_handler._handle_frame
+
+    async def _handle_frame(data, conn, st):
+        try:
+            doc = json.loads(data)
+        except (ValueError, UnicodeDecodeError, RecursionError):
+            doc = None
+        if isinstance(doc, dict) and doc.get("type") not in ("ping", "subscribe", "unsubscribe"):
+            # BUG: "be helpful": tell the client its frame was not understood
+            conn.enqueue(json.dumps({"error": "unknown message type"}))
+            return
+        await orig(data, conn, st)
+    ws_handler._handle_frame = _handle_frame
+
+
 # -- resume --------------------------------------------------------------------------------------
 
 @bug("lying-recovered", "resume answers recovered true and replays whatever is retained, even over a trimmed "
