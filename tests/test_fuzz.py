@@ -20,11 +20,6 @@ SCOPEHUB = [sys.executable, "-m", "scopehub", "fuzz"]
 WS, USER, TASK = "0b6f2c1e-1111-4a4a-8b8b-000000000001", "0b6f2c1e-1111-4a4a-8b8b-000000000002", \
     "0b6f2c1e-1111-4a4a-8b8b-000000000003"
 VIEW = ConnView(WS, USER, {"task": {TASK}, "chat": set()})
-# What the reference is known to get wrong today (being fixed elsewhere); the clean-run tests
-# stay xfail until then. See docs/fuzz.md and the fuzz report.
-KNOWN = ("reference hostile-input defects: binary UTF-16/32 frames read as JSON, NaN/Infinity accepted, "
-         "a token with a lone surrogate kills the auth handler, a subscribe with a lone surrogate in its id and a "
-         "well-formed since kills the connection handler (tracebacks), ids with Unicode digits taken for UUIDs")
 
 
 def fuzz(*args: str, timeout: float = 240) -> subprocess.CompletedProcess:
@@ -50,6 +45,7 @@ def test_json_is_rfc_8259_not_python():
     assert owed("binary", '{"type":"ping"}'.encode("utf-16")).answer == "none"  # JSON text is UTF-8
     assert owed("binary", '{"type":"ping"}'.encode("utf-32-le")).answer == "none"
     assert owed("binary", b'{"type":"ping"}').answer == "maybe"  # Multica reads binary frames; a target may not
+    assert owed("binary", b'\xef\xbb\xbf{"type":"ping"}').answer == "none"  # a byte order mark is not JSON (IN-3)
     huge = owed("text", b'{"type":"ping","n":' + b"9" * 5000 + b"}")
     assert huge.answer == "maybe"  # valid JSON that RFC 8259 lets a parser refuse
     deep = owed("text", b'{"type":"ping","n":' + b"[" * 5000 + b"]" * 5000 + b"}")
@@ -79,6 +75,12 @@ def test_subscribe_answers():
     lone = sub({"scope": "task", "id": "\ud800"})
     assert lone.ok({"type": "subscribe_error", "payload": {"scope": "task", "id": "\ud800", "error": "forbidden"}})
     assert lone.ok({"type": "subscribe_error", "payload": {"scope": "task", "id": "\ufffd", "error": "forbidden"}})
+    assert lone.ok({"type": "subscribe_error", "payload": {"scope": "task", "id": "\ud800", "error": "invalid payload"}})
+    assert not lone.ok({"type": "subscribe_ack", "payload": {"scope": "task", "id": "\ud800"}})
+    assert sub({"scope": "\udfff", "id": "x"}, "unsubscribe").ok(  # IN-1: either way
+        {"type": "unsubscribe_error", "payload": {"scope": "\udfff", "id": "x", "error": "invalid payload"}})
+    assert not sub({"scope": "task", "id": TASK}, "unsubscribe").ok(
+        {"type": "unsubscribe_error", "payload": {"scope": "task", "id": TASK, "error": "invalid payload"}})
     assert sub({"scope": "workspace", "id": "other"}).ok(
         {"type": "subscribe_error", "payload": {"scope": "workspace", "id": "other", "error": "forbidden"}, "x": 1})
     assert sub({"scope": "global", "id": "all"}).ok(
@@ -219,7 +221,6 @@ def test_hostile_traffic_costs_the_reference_canary_nothing(reference_run):
 
 
 @pytest.mark.heavy
-@pytest.mark.xfail(strict=False, reason=KNOWN)
 def test_a_short_fuzz_of_the_reference_finds_nothing(reference_run):
     r, report = reference_run
     assert report["findings"]["total"] == 0, (report["findings"]["counts"], r.stdout[-4000:])
@@ -228,7 +229,6 @@ def test_a_short_fuzz_of_the_reference_finds_nothing(reference_run):
 @pytest.mark.heavy
 @pytest.mark.slow
 @pytest.mark.timeout(1800)
-@pytest.mark.xfail(strict=False, reason=KNOWN)
 def test_a_long_fuzz_of_the_reference_finds_nothing(tmp_path, redis_server):
     frames = os.environ.get("SCOPEHUB_FUZZ_FRAMES", "100000")
     r, report = _run(tmp_path, redis_server, "--node-command", "reference", "--nodes", "2", "--relay", "streams",

@@ -35,7 +35,8 @@ async def test_task_whose_issue_or_chat_is_missing_is_forbidden(node, connect, w
 def spellings(u: str) -> list[str]:
     """Other spellings of one UUID that uuid.UUID, Postgres or Go's pgtype all read as it."""
     return [u.upper(), u.replace("-", ""), "{%s}" % u, "urn:uuid:" + u, u[:9].upper() + u[9:],
-            u.translate(str.maketrans("0123456789", "０１２３４５６７８９"))]
+            u.translate(str.maketrans("0123456789", "０１２３４５６７８９")),
+            u.translate(str.maketrans("0123456789", "\u0660\u0661\u0662\u0663\u0664\u0665\u0666\u0667\u0668\u0669"))]
 
 
 @pytest.mark.req("AZ-3")

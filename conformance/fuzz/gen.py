@@ -197,7 +197,7 @@ big = st.builds(lambda doc, size, char, fragments: Step("text", doc, pad_to=size
                 weighted((3, st.just(1)), (1, st.integers(2, 8))))
 control = st.builds(Step, st.sampled_from(["ping", "pong"]), st.none(), st.binary(max_size=125))
 VIOLATIONS = ("continuation-first", "control-too-long", "fragmented-control", "reserved-opcode", "rsv1",
-              "unmasked", "text-inside-fragments", "bad-close-code", "close-1-byte")
+              "unmasked", "text-inside-fragments", "bad-close-code", "close-code-5000", "close-1-byte")
 violations = st.sampled_from(VIOLATIONS).map(lambda v: Step("violation", violation=v))
 
 steps = weighted((60, text_steps), (8, mangled), (8, binary), (4, raw_text), (2, big), (5, control), (1, violations))

@@ -6,8 +6,8 @@ message over 65,536 bytes closes with 1009 (IN-4). Then it says which answer is 
 SUB-1..4, REP-2/5, HS-3/4) and which close codes the message may cause.
 
 Where the contract leaves room, the expectation is `maybe` or accepts several answers:
-a binary frame of UTF-8 JSON (Multica reads binary frames as text; a target may ignore them), a
-UTF-8 byte order mark (RFC 8259 lets a parser ignore it), nesting deeper than a parser's limit, a
+a binary frame of UTF-8 JSON (Multica reads binary frames as text; a target may ignore them),
+nesting deeper than a parser's limit, a
 disguised UUID (upper case, braces, `urn:uuid:`, no hyphens: a UUID parser may accept them), a
 `since` string that is no position (REP-5: `invalid payload` or parsed as unknown), an id with a
 lone surrogate (echoed as it is, or with U+FFFD as Go's encoder writes it)."""
@@ -140,9 +140,8 @@ def read(kind: str, data: bytes) -> tuple[Any, bool] | Expect:
         sure = True
     else:
         sure = False
-        bom = data.startswith(b"\xef\xbb\xbf")
         try:
-            text = data[3:].decode("utf-8") if bom else data.decode("utf-8")
+            text = data.decode("utf-8")  # a byte order mark decodes to U+FEFF: not JSON (IN-3)
         except UnicodeDecodeError:
             return Expect("none", "no answer (not UTF-8, so not JSON)", ("IN-3",))
     if "\ufeff" == text[:1]:
@@ -187,6 +186,26 @@ def _document(doc: Any, conn: ConnView) -> Expect:
         echo_id = sid if _is_str(sid) else ""
         return Expect("must", f'{kind}_error "invalid payload"', ("IN-1",),
                       _error_of(kind, "invalid payload", (echo_scope, ""), (echo_id, "")))
+    e = _named(kind, scope, sid, payload, conn)
+    if not (_unicode(scope) and _unicode(sid)):  # IN-1: "answered either `invalid payload` or as the string a
+        invalid = _error_of(kind, "invalid payload", (scope,), (sid,))  # decoder makes of it"
+        first = e.ok
+        e.ok = lambda f: first(f) or invalid(f)
+        e.want += ', or "invalid payload" (a lone surrogate)'
+        e.reqs += ("IN-1",)
+    return e
+
+
+def _unicode(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _named(kind: str, scope: str, sid: str, payload: dict, conn: ConnView) -> Expect:
+    """What a subscribe or unsubscribe with a scope and an id is owed."""
     if kind == "unsubscribe":
         return Expect("must", f"unsubscribe_ack {scope}:{sid!r}", ("SUB-4",), _ack_of("unsubscribe", scope, sid, None))
     since = payload.get("since")

@@ -149,6 +149,8 @@ def _violation(kind: str) -> bytes:
         return encode_frame(OP_TEXT, ping[:5], fin=False) + encode_frame(OP_TEXT, ping)
     if kind == "bad-close-code":  # 1005 must never be sent (RFC 6455 section 7.4.1)
         return encode_frame(OP_CLOSE, struct.pack("!H", 1005))
+    if kind == "close-code-5000":  # no such code (IN-6: 5000 and above)
+        return encode_frame(OP_CLOSE, struct.pack("!H", 5000))
     if kind == "close-1-byte":
         return encode_frame(OP_CLOSE, b"\x03")
     raise ValueError(kind)

@@ -123,13 +123,9 @@ async def _identities(target: Target, world: TestWorld) -> tuple[dict[str, Ident
 
 
 def violation(step: Step) -> Expect:
-    """An RFC 6455 protocol error closes with 1002. An unmasked client frame too, by RFC 6455
-    5.1, but aiohttp (and other servers) accept it and the contract is silent: the close is
-    allowed, not owed."""
-    if step.violation == "unmasked":
-        return Expect("maybe", "close 1002, or the ping's pong", ("IN-3",), lambda f: f.get("type") == "pong",
-                      closes={1002: "IN-3"})
-    return Expect("none", "close 1002 (protocol error, RFC 6455 7.4.1)", ("IN-3",), closes={1002: "IN-3"},
+    """An RFC 6455 protocol error fails the connection with 1002 (IN-6 names the unmasked frame and
+    the close codes an endpoint may not send; the others are RFC 6455's own, 7.4.1)."""
+    return Expect("none", "close 1002 (protocol error, RFC 6455 7.4.1)", ("IN-6",), closes={1002: "IN-6"},
                   must_close=True)
 
 
