@@ -26,6 +26,8 @@ from conformance.runner import run_cases, verdicts
 from conformance.target import Target, TargetError
 from conformance.verdict import Outcome, exit_code
 
+from .target_args import add_target_flags, node_template, started_target
+
 
 def register(sub) -> None:
     p = sub.add_parser(
@@ -35,18 +37,9 @@ def register(sub) -> None:
         "error (a check could not run), not checked, not claimed or no evidence. "
         "Exit 0: every judged requirement passed; 1: some failed; 2: the suite could not check "
         "(bad flags, an unreachable target, or errors while nothing failed).")
-    where = p.add_mutually_exclusive_group(required=True)
-    where.add_argument("--node", dest="nodes", action="append", metavar="URL",
-                       help="base URL of one running node, e.g. http://127.0.0.1:8080 (repeat for every node)")
-    where.add_argument("--node-command", metavar="CMD",
-                       help="start the target's nodes yourself on a fresh Redis, run, and stop them: a command "
-                            "template with {port}, {redis_url}, {token}, {name} (and {host}, {relay}); "
-                            "'reference' starts the reference")
-    p.add_argument("--nodes", dest="node_count", type=int, default=3, metavar="N",
-                   help="with --node-command: how many nodes to start (default 3)")
-    p.add_argument("--redis", metavar="URL", help="with --node-command: use this Redis instead of starting one")
-    p.add_argument("--control-token", metavar="T",
-                   help="the target's control API token (required with --node; generated with --node-command)")
+    add_target_flags(p, default_nodes=3, node_command_help=(
+        "start the target's nodes yourself on a fresh Redis, run, and stop them: a command template with {port}, "
+        "{redis_url}, {token}, {name} (and {host}, {relay}); 'reference' starts the reference"))
     p.add_argument("--profile", choices=("default", "strict"), default="default",
                    help="strict adds DEL-4 (scope order) and DEL-7 (no stale events)")
     p.add_argument("--only", metavar="IDS", help="check only these requirements or groups, e.g. HS,DEL-1")
@@ -68,10 +61,7 @@ def register(sub) -> None:
 def run(args: argparse.Namespace) -> int:
     from .cli import UserError
 
-    if args.node_command is None and not args.control_token:
-        raise UserError("--control-token is required with --node")
-    if args.node_count < 1:
-        raise UserError("--nodes must be at least 1")
+    template = node_template(args)
     if args.shrink_budget <= 0:
         raise UserError("--shrink-budget must be a positive number of seconds")
     try:
@@ -80,47 +70,19 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(str(e)) from None
     if not selected:
         raise UserError("--only/--exclude leave no requirement to check")
-    for url in args.nodes or ():
-        if not url.startswith(("http://", "https://")):
-            raise UserError(f"--node {url!r} is not an http(s) URL")
-    template = None
-    if args.node_command is not None and args.node_command != "reference":
-        template = args.node_command
-        from .cluster import render_command
-        if "{port}" not in template:
-            raise UserError("--node-command must contain {port}")
-        try:
-            render_command(template, port="1", redis_url="redis://x", token="t", name="n", host="h", relay="r")
-        except ValueError as e:
-            raise UserError(str(e)) from None
     console = Console()
     return asyncio.run(_main(args, selected, template, console))
 
 
 async def _main(args: argparse.Namespace, selected: set[str], template: str | None, console: Console) -> int:
-    from .cli import UserError
-
     if args.node_command is None:
         return await _conform(args, selected, console)
-    from .cluster import Cluster, ClusterSpec
-    from .processes import NodeStartError
-    from .redis_provision import RedisUnavailable
+    from .cluster import ClusterSpec
 
     spec = ClusterSpec(nodes=args.node_count, node_command=template, redis_url=args.redis)
-    if args.control_token:
-        spec.control_token = args.control_token
-    cluster = Cluster(spec)
-    try:
-        try:
-            console.print(f"starting {args.node_count} node(s) of the target")
-            await cluster.start()
-        except (NodeStartError, RedisUnavailable, OSError) as e:
-            raise UserError(f"the target's nodes did not start: {str(e).splitlines()[0]}") from None
-        args.nodes, args.control_token = cluster.urls, spec.control_token
+    async with started_target(args, spec, console) as cluster:
         args.started_with, args.cluster = args.node_command, cluster
         return await _conform(args, selected, console)
-    finally:
-        await cluster.stop()
 
 
 async def _conform(args: argparse.Namespace, selected: set[str], console: Console) -> int:

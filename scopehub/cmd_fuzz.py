@@ -23,6 +23,8 @@ from rich.table import Table
 from conformance.target import TargetError
 from conformance.verdict import Outcome
 
+from .target_args import add_target_flags, node_template, started_target
+
 DEFAULT_FRAMES = 5000
 DEFAULT_LANES = 16
 
@@ -35,20 +37,11 @@ def register(sub) -> None:
         "protocol violations) at a target's nodes over many connections, judge every answer and close against "
         "the contract (docs/protocol.md), and count a canary subscriber's deliveries. "
         "Exit 0: no finding; 1: findings; 2: could not run (bad flags, an unreachable target).")
-    where = p.add_mutually_exclusive_group(required=True)
-    where.add_argument("--node", dest="nodes", action="append", metavar="URL",
-                       help="base URL of one running node, e.g. http://127.0.0.1:8080 (repeat for every node)")
-    where.add_argument("--node-command", metavar="CMD",
-                       help="start the nodes yourself on a fresh Redis, fuzz, stop them and scan their logs for "
-                            "tracebacks: a command template with {port}, {redis_url}, {token}, {name} (and {host}, "
-                            "{relay}); 'reference' starts the reference")
-    p.add_argument("--nodes", dest="node_count", type=int, default=2, metavar="N",
-                   help="with --node-command: how many nodes to start (default 2)")
+    add_target_flags(p, default_nodes=2, node_command_help=(
+        "start the nodes yourself on a fresh Redis, fuzz, stop them and scan their logs for tracebacks: a command "
+        "template with {port}, {redis_url}, {token}, {name} (and {host}, {relay}); 'reference' starts the reference"))
     p.add_argument("--relay", choices=("streams", "sharded", "memory"), default="streams",
                    help="with --node-command: the relay of the nodes, {relay} in a template (default streams)")
-    p.add_argument("--redis", metavar="URL", help="with --node-command: use this Redis instead of starting one")
-    p.add_argument("--control-token", metavar="T",
-                   help="the target's control API token (required with --node; generated with --node-command)")
     p.add_argument("--frames", type=int, default=DEFAULT_FRAMES, metavar="N",
                    help=f"how many generated frames to send in all (default {DEFAULT_FRAMES:,})")
     p.add_argument("--time", dest="time_s", type=float, metavar="SECONDS",
@@ -67,59 +60,31 @@ def register(sub) -> None:
 def run(args: argparse.Namespace) -> int:
     from .cli import UserError
 
-    if args.node_command is None and not args.control_token:
-        raise UserError("--control-token is required with --node")
-    for flag, value, ok in (("--nodes", args.node_count, args.node_count >= 1),
-                            ("--frames", args.frames, args.frames >= 1),
+    template = node_template(args)
+    for flag, value, ok in (("--frames", args.frames, args.frames >= 1),
                             ("--connections", args.connections, args.connections >= 1),
                             ("--canary-rate", args.canary_rate, math.isfinite(args.canary_rate) and args.canary_rate > 0),
                             ("--time", args.time_s, args.time_s is None or (math.isfinite(args.time_s) and args.time_s > 0))):
         if not ok:
             raise UserError(f"{flag} {value} is out of range (a positive number)")
-    for url in args.nodes or ():
-        if not url.startswith(("http://", "https://")):
-            raise UserError(f"--node {url!r} is not an http(s) URL")
-    template = None
-    if args.node_command is not None and args.node_command != "reference":
-        from .cluster import render_command
-        template = args.node_command
-        if "{port}" not in template:
-            raise UserError("--node-command must contain {port}")
-        try:
-            render_command(template, port="1", redis_url="redis://x", token="t", name="n", host="h", relay="r")
-        except ValueError as e:
-            raise UserError(str(e)) from None
     args.seed = args.seed if args.seed is not None else random.randrange(2**31)
     return asyncio.run(_main(args, template, Console()))
 
 
 async def _main(args: argparse.Namespace, template: str | None, console: Console) -> int:
-    from .cli import UserError
-
     if args.node_command is None:
         return await _fuzz(args, console, None)
     from conformance.fuzz import logs
-    from .cluster import Cluster, ClusterSpec
-    from .processes import NodeStartError
-    from .redis_provision import RedisUnavailable
+    from .cluster import ClusterSpec
 
     own_logs = None if args.log_dir else tempfile.TemporaryDirectory(prefix="scopehub-fuzz-")
     log_dir = args.log_dir or own_logs.name
     spec = ClusterSpec(nodes=args.node_count, relay=args.relay, node_command=template, redis_url=args.redis,
                        log_dir=log_dir)
-    if args.control_token:
-        spec.control_token = args.control_token
-    cluster = Cluster(spec)
     try:
-        try:
-            console.print(f"starting {args.node_count} node(s) ({args.relay})")
-            await cluster.start()
-        except (NodeStartError, RedisUnavailable, OSError) as e:
-            raise UserError(f"the target's nodes did not start: {str(e).splitlines()[0]}") from None
-        args.nodes, args.control_token = cluster.urls, spec.control_token
-        return await _fuzz(args, console, lambda: logs.scan(log_dir), cluster)
+        async with started_target(args, spec, console) as cluster:
+            return await _fuzz(args, console, lambda: logs.scan(log_dir), cluster)
     finally:
-        await cluster.stop()
         if own_logs is not None:
             own_logs.cleanup()
 

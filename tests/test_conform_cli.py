@@ -42,7 +42,7 @@ def test_help_explains_every_flag():
     (["--node", "http://127.0.0.1:9"], "--control-token"),
     (["--node", "ftp://x", "--control-token", "t"], "not an http(s) URL"),
     (["--node", "http://127.0.0.1:9", "--control-token", "t", "--only", "NOPE-1"], "unknown requirement"),
-    (["--node-command", "mynode --port 1", "--only", "HS-1", "--exclude", "HS"], "leave no requirement"),
+    (["--node-command", "mynode --port {port}", "--only", "HS-1", "--exclude", "HS"], "leave no requirement"),
     (["--node-command", "mynode"], "must contain {port}"),
     (["--node-command", "mynode --port {port} {nope}"], "unknown placeholder"),
     (["--node", "http://127.0.0.1:9", "--control-token", "t", "--shrink-budget", "0"], "--shrink-budget"),
