@@ -265,7 +265,7 @@ REQUIREMENTS: dict[str, Requirement] = {r.id: r for r in [
        elsewhere=SIMULATOR),
     _r('NODE-4', 'the relay works against a Redis Cluster',
      '(capability `redis_cluster`) The relay works against a Redis Cluster.',
-       capability='redis_cluster', elsewhere=SIMULATOR),
+       capability='redis_cluster'),
     _r('NODE-5', 'on SIGTERM: a 1001 close frame to every client, exit within 10 s, nothing lost',
      'Graceful drain: on SIGTERM a node stops accepting connections and, within 2 s, sends every '
      'open WebSocket connection a close frame with code 1001 (going away), so that its clients '

@@ -138,7 +138,11 @@ def add_relay_flags(p: argparse.ArgumentParser, *, with_url: bool = True) -> Non
                         "given, else memory")
     if with_url:
         p.add_argument("--redis", metavar="URL",
-                       help="Redis URL for the streams and sharded relays (default: $REDIS_URL)")
+                       help="Redis URL for the streams and sharded relays (default: $REDIS_URL); with "
+                            "--redis-cluster, a comma list of seed nodes")
+    p.add_argument("--redis-cluster", action="store_true",
+                   help="the Redis is a Redis Cluster: the relay follows its slots (NODE-4) and the node "
+                        "claims redis_cluster")
     p.add_argument("--max-len", metavar="N", type=_count, default=RelaySettings.max_len,
                    help=f"entries kept per stream (default {RelaySettings.max_len})")
     p.add_argument("--max-age", metavar="S", type=_positive, default=RelaySettings.max_age_s,
@@ -162,7 +166,10 @@ def broadcaster_from(args: argparse.Namespace, node_id: str, redis_url: str | No
     strategy = args.relay or ("streams" if redis_url else "memory")
     if strategy != "memory" and not redis_url:
         raise UserError(f"the {strategy} relay needs a Redis: pass --redis URL or set REDIS_URL")
+    if args.redis_cluster and strategy == "memory":
+        raise UserError("--redis-cluster needs the streams or sharded relay")
     settings = RelaySettings(url=redis_url or "", max_len=args.max_len, max_age_s=args.max_age, max_bytes=args.max_bytes,
+                             cluster=args.redis_cluster,
                              shards=args.shards, heartbeat_s=args.heartbeat, sweep_s=3 * args.heartbeat,
                              linger_s=max(0.0, args.linger))
     return make_broadcaster(strategy, node_id, settings)

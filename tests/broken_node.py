@@ -496,6 +496,15 @@ def _replay_off_by_one() -> None:
         cls.replay = patch(cls.replay)
 
 
+# -- Redis Cluster (NODE-4) ---------------------------------------------------------------------------
+
+@bug("tag-per-scope", "each scope's keys share a hash tag of their own ({type:id}), while a reader still reads "
+     "many scopes in one XREADGROUP: on a Redis Cluster those reads span slots and fail (CROSSSLOT, MOVED)")
+def _tag_per_scope() -> None:
+    streams.stream_key = lambda scope_type, scope_id: f"ws:scope:{{{scope_type}:{scope_id}}}:stream"
+    streams.nodes_key = lambda scope_type, scope_id: f"ws:scope:{{{scope_type}:{scope_id}}}:nodes"
+
+
 # -- hostile input (issue 16) ------------------------------------------------------------------------
 
 @bug("surrogate-crash", "strings are used as they come: a lone surrogate in a subscribe's id reaches code that "

@@ -10,6 +10,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from conformance.client import ControlError, WsClient
+from reference.relay.streams import nodes_key, stream_key
 
 pytestmark = [pytest.mark.parametrize("relay", ["streams", "sharded"]),
               pytest.mark.heavy]  # clusters of node processes: left out by --quick
@@ -204,10 +205,10 @@ async def test_churn_leaves_no_reader_or_group_behind(relay, start_cluster, sess
     try:
         async def no_task_groups():
             for t in tasks:
-                key = f"ws:scope:task:{t}:stream"
+                key = stream_key("task", t)
                 if await r.exists(key) and await r.xinfo_groups(key):
                     return False
-                if await r.zcard(f"ws:scope:task:{t}:nodes"):
+                if await r.zcard(nodes_key("task", t)):
                     return False
             return True
 

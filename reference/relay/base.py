@@ -8,6 +8,7 @@ import logging
 import random
 import time
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
@@ -47,9 +48,14 @@ class RelaySettings:
     heartbeat_s: float = 10.0
     sweep_s: float = 30.0
     publish_timeout_s: float = 2.0
+    # NODE-4: `url` names seed nodes of a Redis Cluster (a comma list): clients follow MOVED/ASK and
+    # topology changes, and every key of one scope carries the same hash tag
+    cluster: bool = False
 
 
-def new_client(url: str, *, read_timeout: float | None, max_connections: int = 64) -> aioredis.Redis:
+def new_client(url: str, *, read_timeout: float | None, max_connections: int = 64, cluster: bool = False):
+    if cluster:
+        return cluster_client(url, read_timeout=read_timeout, max_connections=max_connections)
     # No retries inside redis-py: publish must fail fast (NODE-3), readers retry themselves. A
     # blocking pool: in a reconnect storm, commands beyond `max_connections` wait for a free
     # connection (callers bound the wait) instead of failing at once with MaxConnectionsError.
@@ -57,6 +63,21 @@ def new_client(url: str, *, read_timeout: float | None, max_connections: int = 6
         url, max_connections=max_connections, timeout=5.0, decode_responses=True, socket_connect_timeout=1.0,
         socket_timeout=read_timeout, retry=Retry(NoBackoff(), 0), health_check_interval=0)
     return aioredis.Redis.from_pool(pool)  # owns the pool: aclose() closes it
+
+
+def cluster_client(urls: str, *, read_timeout: float | None, max_connections: int = 64):
+    """A Redis Cluster client seeded from a comma list of node URLs. It keeps redis-py's own
+    retries (a few, with back-off): they are what follows a failover or a moved slot, and every
+    caller bounds its wait anyway. Partial coverage is allowed, so that the slots of a failed
+    primary fail alone while a replica is promoted."""
+    from redis.asyncio.cluster import ClusterNode, RedisCluster
+
+    seeds = []
+    for url in urls.split(","):
+        parts = urlsplit(url.strip())
+        seeds.append(ClusterNode(parts.hostname or "127.0.0.1", parts.port or 6379))
+    return RedisCluster(startup_nodes=seeds, decode_responses=True, socket_connect_timeout=1.0,
+                        socket_timeout=read_timeout, max_connections=max_connections, require_full_coverage=False)
 
 
 class Backoff:
@@ -112,11 +133,13 @@ class RedisRelay(Broadcaster):
         self.instance = f"{node_id}-{str(ULID())[-8:].lower()}"  # unique per process
         self.settings = settings
         self.metrics = RelayMetrics()
-        self.write = new_client(settings.url, read_timeout=settings.publish_timeout_s)
+        if settings.cluster:
+            self.capabilities = (*self.capabilities, "redis_cluster")
+        self.write = new_client(settings.url, read_timeout=settings.publish_timeout_s, cluster=settings.cluster)
         self._append = self.write.register_script(scripts.APPEND)
         # its own connection: a blocking read must not hold one the publish path needs
         self.revocation_reader = new_client(settings.url, read_timeout=settings.block_ms / 1000 + 3.0,
-                                            max_connections=2)
+                                            max_connections=2, cluster=settings.cluster)
         self._revocations_from = "0-0"  # the last revocation entry this node has applied
         self._tasks: list[asyncio.Task] = []
         self._stopping = False
@@ -263,8 +286,11 @@ class RedisRelay(Broadcaster):
         # After an outage the pool holds sockets to a server that is gone; each would fail one
         # more call. Drop the idle ones so the next call connects afresh; never one in use: a
         # command pending on it (another publish, a reader's XACK) would break inside redis-py.
+        pool = getattr(client or self.write, "connection_pool", None)
+        if pool is None:
+            return  # a cluster client drops and refreshes its node connections itself
         try:
-            await (client or self.write).connection_pool.disconnect(inuse_connections=False)
+            await pool.disconnect(inuse_connections=False)
         except Exception as e:  # noqa: BLE001
             self.metrics.last_error = f"disconnect: {type(e).__name__}: {e}"[:300]
 

@@ -1,5 +1,7 @@
 """The `sharded` strategy (Multica's current design): a fixed number of shard streams
-`ws:relay:shard:{n}`, the shard chosen by FNV-1a of the scope (as Multica's shardFor).
+`ws:relay:{shard:n}`, the shard chosen by FNV-1a of the scope (as Multica's shardFor). A shard's
+stream and its last-id hash share the hash tag `{shard:n}`, so on a Redis Cluster (NODE-4) the
+append script touches one slot and the shards spread over the primaries.
 Every node runs one blocking XREAD per shard, always, and the hub drops events of scopes
 it has no subscriber for. Because a shard reader never stops, it is positioned before any
 subscribe is acknowledged (DEL-1)."""
@@ -27,7 +29,7 @@ def shard_of(scope_type: str, scope_id: str, shards: int) -> int:
 
 
 def shard_key(n: int) -> str:
-    return f"ws:relay:shard:{n}"
+    return f"ws:relay:{{shard:{n}}}"
 
 
 class ShardedRelay(RedisRelay):
@@ -36,7 +38,8 @@ class ShardedRelay(RedisRelay):
     def __init__(self, node_id: str, settings: RelaySettings):
         super().__init__(node_id, settings)
         read_timeout = settings.block_ms / 1000 + 3.0
-        self.readers = [new_client(settings.url, read_timeout=read_timeout) for _ in range(settings.shards)]
+        self.readers = [new_client(settings.url, read_timeout=read_timeout, cluster=settings.cluster)
+                        for _ in range(settings.shards)]
         self.cursors: list[str] = []
 
     def shard_for(self, scope_type: str, scope_id: str) -> int:

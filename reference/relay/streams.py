@@ -1,10 +1,15 @@
-"""The `streams` strategy (the seed change): one stream per scope, `ws:scope:{type}:{id}:stream`.
+"""The `streams` strategy (the seed change): one stream per scope, `ws:scope:{rN}:{type}:{id}:stream`.
 
 A node reads a scope only while it has local subscribers, through its own consumer group.
 Opening a scope creates (or moves) the group at the stream's end and returns that cursor
 before the hub sends the ack, so an event appended after the ack is always read (DEL-1).
 Readers are a few blocking connections ("slots"), each reading all of its scopes in one
-XREADGROUP; a slot is woken with CLIENT UNBLOCK when its scope set changes."""
+XREADGROUP; a slot is woken with CLIENT UNBLOCK when its scope set changes.
+
+Every key of a scope carries the hash tag `{rN}`, N = the scope's reader group (of TAG_GROUPS):
+the keys one slot reads together then share one Redis Cluster slot (NODE-4), as XREADGROUP over
+several streams requires, and the groups spread over the primaries. On a cluster each reader
+slot talks straight to the node that owns its tag, and follows it when the slot moves."""
 
 from __future__ import annotations
 
@@ -27,12 +32,19 @@ GLOBAL = ("global", "all")
 _NOGROUP_KEY = re.compile(r"No such key '([^']+)'")
 
 
+TAG_GROUPS = 16  # fixed cluster-wide: every node must name a scope's keys alike
+
+
+def tag_group(scope_type: str, scope_id: str) -> int:
+    return zlib.crc32(f"{scope_type}\0{scope_id}".encode()) % TAG_GROUPS
+
+
 def stream_key(scope_type: str, scope_id: str) -> str:
-    return f"ws:scope:{scope_type}:{scope_id}:stream"
+    return f"ws:scope:{{r{tag_group(scope_type, scope_id)}}}:{scope_type}:{scope_id}:stream"
 
 
 def nodes_key(scope_type: str, scope_id: str) -> str:
-    return f"ws:scope:{scope_type}:{scope_id}:nodes"
+    return f"ws:scope:{{r{tag_group(scope_type, scope_id)}}}:{scope_type}:{scope_id}:nodes"
 
 
 @dataclass
@@ -44,13 +56,15 @@ class _Reading:
 
 @dataclass
 class _Slot:
-    client: object
+    index: int
+    client: object | None  # None: on a cluster, not pointed at its tag's owner yet
     client_id: int | None = None
     streams: dict[str, _Reading] = field(default_factory=dict)
     needs_group: set[str] = field(default_factory=set)
     wakeup: asyncio.Event = field(default_factory=asyncio.Event)
     blocked: bool = False  # a read is in flight
     unblocking: bool = False  # and a CLIENT UNBLOCK for it has been sent
+    moved: bool = False  # cluster: find the tag's owner again before the next read
     reissued: list[asyncio.Future] = field(default_factory=list)  # wait for a read without a closed key
 
 
@@ -60,9 +74,12 @@ class StreamsRelay(RedisRelay):
     def __init__(self, node_id: str, settings: RelaySettings):
         super().__init__(node_id, settings)
         self.group = f"node:{self.instance}"
-        read_timeout = settings.block_ms / 1000 + 3.0
-        self.slots = [_Slot(new_client(settings.url, read_timeout=read_timeout))
-                      for _ in range(max(1, settings.reader_slots))]
+        self._read_timeout = settings.block_ms / 1000 + 3.0
+        # On a cluster a slot reads one tag group, so there are exactly TAG_GROUPS of them, each
+        # connected (lazily) to the node that owns its tag.
+        count = TAG_GROUPS if settings.cluster else max(1, settings.reader_slots)
+        self.slots = [_Slot(i, None if settings.cluster else new_client(settings.url, read_timeout=self._read_timeout))
+                      for i in range(count)]
         self._open: dict[tuple[str, str], _Slot] = {}
         self._locks: dict[tuple[str, str], asyncio.Lock] = {}
         self._open_group = self.write.register_script(scripts.OPEN_GROUP)
@@ -84,7 +101,19 @@ class StreamsRelay(RedisRelay):
 
     async def _close_clients(self) -> None:
         for slot in self.slots:
-            await slot.client.aclose()
+            if slot.client is not None:
+                await slot.client.aclose()
+
+    async def _point_at_owner(self, slot: _Slot) -> None:
+        """Cluster: connect the slot to the node that owns its tag now (after a failover or a
+        resharding, the topology is read again first)."""
+        await self.write.nodes_manager.initialize()
+        node = self.write.get_node_from_key(f"{{r{slot.index}}}")
+        old, slot.client = slot.client, new_client(f"redis://{node.host}:{node.port}", read_timeout=self._read_timeout)
+        slot.client_id = None
+        slot.needs_group.update(slot.streams)  # the owner may have changed: repair from the cursors
+        if old is not None:
+            await self._best_effort(old.aclose())
 
     # -- first / last subscriber ----------------------------------------------------------------
     def _lock(self, scope: tuple[str, str]) -> asyncio.Lock:
@@ -99,7 +128,7 @@ class StreamsRelay(RedisRelay):
             if scope in self._open:
                 return
             key = stream_key(*scope)
-            slot = self.slots[zlib.crc32(key.encode()) % len(self.slots)]
+            slot = self.slots[tag_group(*scope) % len(self.slots)]
             try:
                 cursor = await asyncio.wait_for(self._open_group(
                     keys=[key, nodes_key(*scope)],
@@ -156,7 +185,8 @@ class StreamsRelay(RedisRelay):
         # One CLIENT UNBLOCK per blocked read, however many scopes open or close meanwhile.
         if slot.client_id is not None and slot.blocked and not slot.unblocking:
             slot.unblocking = True
-            await self._best_effort(self.write.client_unblock(slot.client_id))
+            # through the slot's own client: another connection to the same node as the read
+            await self._best_effort(slot.client.client_unblock(slot.client_id))
 
     def cursor(self, scope_type, scope_id):
         slot = self._open.get((scope_type, scope_id))
@@ -213,6 +243,9 @@ class StreamsRelay(RedisRelay):
                 await slot.wakeup.wait()
                 continue
             try:
+                if self.settings.cluster and (slot.client is None or slot.moved):
+                    slot.moved = False
+                    await self._point_at_owner(slot)
                 if slot.client_id is None:
                     slot.client_id = await slot.client.client_id()
                 if slot.needs_group:
@@ -226,6 +259,11 @@ class StreamsRelay(RedisRelay):
                 finally:
                     slot.blocked = False
             except ResponseError as e:
+                if str(e).startswith(("MOVED", "ASK", "CLUSTERDOWN", "TRYAGAIN")):
+                    slot.moved = True  # the tag's slot lives elsewhere now (or is being promoted)
+                    self.reader_failed(id(slot), e)
+                    await backoff.wait()
+                    continue
                 if "NOGROUP" not in str(e):
                     self.reader_failed(id(slot), e)
                     await backoff.wait()
@@ -241,6 +279,7 @@ class StreamsRelay(RedisRelay):
                 self.reader_failed(id(slot), e)
                 await self._drop_connections(slot.client)
                 slot.client_id = None  # a new connection has a new id
+                slot.moved = self.settings.cluster  # its node may have failed over: ask the cluster
                 slot.needs_group.update(slot.streams)  # and the group may be gone: repair from the cursor
                 await backoff.wait()
                 continue
