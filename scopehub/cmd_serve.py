@@ -140,6 +140,9 @@ def add_relay_flags(p: argparse.ArgumentParser, *, with_url: bool = True) -> Non
         p.add_argument("--redis", metavar="URL",
                        help="Redis URL for the streams and sharded relays (default: $REDIS_URL); with "
                             "--redis-cluster, a comma list of seed nodes")
+    p.add_argument("--durability", metavar="K", type=int, default=0,
+                   help="acknowledge a publish only once K Redis replicas hold its entry (Redis WAIT, up to "
+                        "1 s), else answer 503; 0 trusts the primary alone (default 0)")
     p.add_argument("--redis-cluster", action="store_true",
                    help="the Redis is a Redis Cluster: the relay follows its slots (NODE-4) and the node "
                         "claims redis_cluster")
@@ -169,7 +172,7 @@ def broadcaster_from(args: argparse.Namespace, node_id: str, redis_url: str | No
     if args.redis_cluster and strategy == "memory":
         raise UserError("--redis-cluster needs the streams or sharded relay")
     settings = RelaySettings(url=redis_url or "", max_len=args.max_len, max_age_s=args.max_age, max_bytes=args.max_bytes,
-                             cluster=args.redis_cluster,
+                             cluster=args.redis_cluster, durability=max(0, args.durability),
                              shards=args.shards, heartbeat_s=args.heartbeat, sweep_s=3 * args.heartbeat,
                              linger_s=max(0.0, args.linger))
     return make_broadcaster(strategy, node_id, settings)

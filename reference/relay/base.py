@@ -51,6 +51,11 @@ class RelaySettings:
     # NODE-4: `url` names seed nodes of a Redis Cluster (a comma list): clients follow MOVED/ASK and
     # topology changes, and every key of one scope carries the same hash tag
     cluster: bool = False
+    # A publish is acknowledged only once this many replicas hold its entry (Redis WAIT on the
+    # connection that appended it), else 503: what a failover can lose is then what was never
+    # acknowledged. 0: the primary's word is enough (the default, as Multica).
+    durability: int = 0
+    durability_timeout_ms: int = 1000
 
 
 def new_client(url: str, *, read_timeout: float | None, max_connections: int = 64, cluster: bool = False):
@@ -95,6 +100,10 @@ class Backoff:
         self.delay = self.first
 
 
+class DurabilityShort(Exception):
+    """Fewer replicas than required acknowledged an entry in time: the publish answers 503."""
+
+
 class RelayMetrics:
     def __init__(self) -> None:
         self.connected = False  # the write path's last word; readers report their own below
@@ -103,6 +112,7 @@ class RelayMetrics:
         self.xadd_total = self.xadd_errors = 0
         self.xread_total = self.xread_errors = 0
         self.xack_total = self.xack_errors = 0
+        self.durability_shortfalls = 0  # publishes answered 503 because too few replicas had them
         self.last_error = ""
         self.lag_ms = 0.0
 
@@ -143,13 +153,17 @@ class RedisRelay(Broadcaster):
         self._revocations_from = "0-0"  # the last revocation entry this node has applied
         self._tasks: list[asyncio.Task] = []
         self._stopping = False
+        self._primaries: dict[str, object] = {}  # cluster + durability: a plain client per primary
 
     @property
     def ttl_ms(self) -> int:
         return int(self.settings.max_age_s * 1000) if self.settings.max_age_s else 0
 
     def retention(self) -> dict:
-        return {"max_len": self.settings.max_len, "max_age_s": self.settings.max_age_s}
+        out: dict = {"max_len": self.settings.max_len, "max_age_s": self.settings.max_age_s}
+        if self.settings.durability:
+            out["replicas_acked"] = self.settings.durability  # each acknowledged entry is on this many replicas
+        return out
 
     # -- lifecycle ------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -201,6 +215,8 @@ class RedisRelay(Broadcaster):
             t.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await self._close_clients()
+        for client in self._primaries.values():
+            await client.aclose()
         await self.revocation_reader.aclose()
         await self.write.aclose()
 
@@ -221,8 +237,15 @@ class RedisRelay(Broadcaster):
         args = [self.settings.max_len, min_id, self.ttl_ms, field, *extra,
                 "b", body, "t", events.type_of(frame), "x", exclude_workspace or ""]
         try:
-            entry_id = await asyncio.wait_for(self._append(keys=[key, last_key], args=args),
-                                              self.settings.publish_timeout_s)
+            if self.settings.durability:
+                entry_id = await asyncio.wait_for(self._append_durably(key, last_key, args),
+                                                  self.settings.publish_timeout_s + self.settings.durability_timeout_ms / 1000)
+            else:
+                entry_id = await asyncio.wait_for(self._append(keys=[key, last_key], args=args),
+                                                  self.settings.publish_timeout_s)
+        except DurabilityShort as e:  # the store answered: it is connected, its replicas are behind
+            self.metrics.error("durability_shortfalls", e)
+            raise PublishFailed(f"not durable: {e}") from None
         except Exception as e:  # noqa: BLE001 - whatever failed, the answer is 503 (NODE-3), never 500
             if not isinstance(e, TRANSIENT):
                 log.warning("publish failed unexpectedly: %r", e)
@@ -233,6 +256,31 @@ class RedisRelay(Broadcaster):
         self.metrics.xadd_total += 1
         self.metrics.connected = True
         return event_id, positions.encode(scope_type, scope_id, entry_id)
+
+    async def _append_durably(self, key: str, last_key: str, args: list) -> str:
+        """Append, then WAIT on the same connection until `durability` replicas have the entry.
+        WAIT counts only the writes of its own connection, so both go in one pipeline: on a
+        cluster, through a plain client of the primary that owns the key's slot."""
+        client = self.write
+        if self.settings.cluster:
+            node = self.write.get_node_from_key(key)
+            name = f"{node.host}:{node.port}"
+            client = self._primaries.get(name)
+            if client is None:
+                client = self._primaries[name] = new_client(f"redis://{name}", read_timeout=self.settings.publish_timeout_s)
+        pipe = client.pipeline(transaction=False)
+        await self._append(keys=[key, last_key], args=args, client=pipe)
+        pipe.wait(self.settings.durability, self.settings.durability_timeout_ms)
+        try:
+            entry_id, acked = await pipe.execute()
+        except ResponseError as e:
+            if self.settings.cluster and str(e).startswith(("MOVED", "ASK")):
+                await self.write.nodes_manager.initialize()  # the slot moved: the next publish finds it
+            raise
+        if acked < self.settings.durability:
+            # stored on the primary (and so MAY be delivered, NODE-3), but a failover could lose it
+            raise DurabilityShort(f"{acked} of {self.settings.durability} replicas acknowledged the entry")
+        return entry_id
 
     # -- revocation (AZ-5) ----------------------------------------------------------------------
     async def revoke(self, workspace_id: str, user_id: str) -> None:
@@ -354,7 +402,7 @@ class RedisRelay(Broadcaster):
             "connected": m.connected and not m.failing_readers,
             "xadd_total": m.xadd_total, "xadd_errors": m.xadd_errors,
             "xread_total": m.xread_total, "xread_errors": m.xread_errors,
-            "xack_total": m.xack_total, "xack_errors": m.xack_errors,
+            "xack_total": m.xack_total, "xack_errors": m.xack_errors, "durability_shortfalls": m.durability_shortfalls,
             "last_error": m.last_error, "lag_ms": round(m.lag_ms, 1),
             "failing_readers": len(m.failing_readers), "task_restarts": m.task_restarts,
             "active_readers": self.active_readers(),
