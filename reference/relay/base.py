@@ -124,6 +124,18 @@ class RelayMetrics:
         self.lag_ms = max(0.0, time.time() * 1000 - positions.parse_entry(entry_id)[0])
 
 
+def epoch_key(key: str) -> str:
+    """The epoch key of a stream (scripts.APPEND): per hash tag, so it shares the stream's slot."""
+    tag = key[key.index("{"):key.index("}") + 1]
+    return f"ws:epoch:{tag}"
+
+
+def crossed_epochs(entries) -> bool:
+    """Some entry was written in another epoch than the one before it (a failover or a restart
+    came between them): acknowledged entries may be missing there (REP-4)."""
+    return any(fields.get("c") for _, fields in entries)
+
+
 def now_entry_id() -> str:
     """A cursor for 'from now on' when the store cannot tell us its end (it is unreachable):
     events appended after the store returns carry later ids (this assumes node and Redis
@@ -237,12 +249,12 @@ class RedisRelay(Broadcaster):
         args = [self.settings.max_len, min_id, self.ttl_ms, field, *extra,
                 "b", body, "t", events.type_of(frame), "x", exclude_workspace or ""]
         try:
+            keys = [key, last_key, epoch_key(key)]
             if self.settings.durability:
-                entry_id = await asyncio.wait_for(self._append_durably(key, last_key, args),
+                entry_id = await asyncio.wait_for(self._append_durably(keys, args),
                                                   self.settings.publish_timeout_s + self.settings.durability_timeout_ms / 1000)
             else:
-                entry_id = await asyncio.wait_for(self._append(keys=[key, last_key], args=args),
-                                                  self.settings.publish_timeout_s)
+                entry_id = await asyncio.wait_for(self._append(keys=keys, args=args), self.settings.publish_timeout_s)
         except DurabilityShort as e:  # the store answered: it is connected, its replicas are behind
             self.metrics.error("durability_shortfalls", e)
             raise PublishFailed(f"not durable: {e}") from None
@@ -257,19 +269,19 @@ class RedisRelay(Broadcaster):
         self.metrics.connected = True
         return event_id, positions.encode(scope_type, scope_id, entry_id)
 
-    async def _append_durably(self, key: str, last_key: str, args: list) -> str:
+    async def _append_durably(self, keys: list[str], args: list) -> str:
         """Append, then WAIT on the same connection until `durability` replicas have the entry.
         WAIT counts only the writes of its own connection, so both go in one pipeline: on a
         cluster, through a plain client of the primary that owns the key's slot."""
         client = self.write
         if self.settings.cluster:
-            node = self.write.get_node_from_key(key)
+            node = self.write.get_node_from_key(keys[0])
             name = f"{node.host}:{node.port}"
             client = self._primaries.get(name)
             if client is None:
                 client = self._primaries[name] = new_client(f"redis://{name}", read_timeout=self.settings.publish_timeout_s)
         pipe = client.pipeline(transaction=False)
-        await self._append(keys=[key, last_key], args=args, client=pipe)
+        await self._append(keys=keys, args=args, client=pipe)
         pipe.wait(self.settings.durability, self.settings.durability_timeout_ms)
         try:
             entry_id, acked = await pipe.execute()

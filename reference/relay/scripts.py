@@ -3,17 +3,38 @@
 # Append one event. Each entry records `p`, the id of the scope's previous entry: a resume
 # (REP-4) then proves that nothing between `since` and the oldest retained entry was trimmed,
 # and a stream that was deleted or lost in a restart breaks the chain instead of being
-# mistaken for a continuation. KEYS[1] stream, KEYS[2] per-scope "last id" hash (sharded
-# only, else the stream itself); ARGV: maxlen, min-id or "", ttl ms or "0", hash field or "",
-# then the entry's field/value pairs.
+# mistaken for a continuation.
+#
+# Each entry also records `e`, the epoch of the server that wrote it, and `c` = "1" when the
+# previous entry was written in another epoch. The epoch lives in a key this script writes with
+# replication off: a replica promoted by a failover (or a server restarted from its AOF) never
+# had it, so its first append opens a new epoch. An entry acknowledged by the old primary but
+# not yet replicated is then gone without a trace in the chain (`p` links the new entry to the
+# last replicated one); `c` is that trace, and a resume across it answers recovered false.
+# KEYS[1] stream, KEYS[2] per-scope "last id" hash (sharded only, else the stream itself),
+# KEYS[3] the epoch key (same hash tag); ARGV: maxlen, min-id or "", ttl ms or "0", hash field
+# or "", then the entry's field/value pairs.
 APPEND = """
-local prev = ''
+local epoch = redis.call('GET', KEYS[3])
+if not epoch then
+  local t = redis.call('TIME')
+  epoch = t[1] .. '.' .. t[2]
+  redis.set_repl(redis.REPL_NONE)
+  redis.call('SET', KEYS[3], epoch)
+  redis.set_repl(redis.REPL_ALL)
+end
+local prev, prev_epoch = '', ''
 if ARGV[4] ~= '' then
   prev = redis.call('HGET', KEYS[2], ARGV[4]) or ''
+  prev_epoch = redis.call('HGET', KEYS[2], 'e\\0' .. ARGV[4]) or ''
 elseif redis.call('EXISTS', KEYS[1]) == 1 then
   local last = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)
   if #last > 0 then
     prev = last[1][1]
+    local f = last[1][2]
+    for i = 1, #f, 2 do
+      if f[i] == 'e' then prev_epoch = f[i + 1] end
+    end
   else
     local info = redis.call('XINFO', 'STREAM', KEYS[1])
     for i = 1, #info, 2 do
@@ -25,11 +46,15 @@ local fields = {}
 for i = 5, #ARGV do fields[#fields + 1] = ARGV[i] end
 fields[#fields + 1] = 'p'
 fields[#fields + 1] = prev
+fields[#fields + 1] = 'e'
+fields[#fields + 1] = epoch
+fields[#fields + 1] = 'c'
+fields[#fields + 1] = (prev ~= '' and prev_epoch ~= epoch) and '1' or ''
 local id = redis.call('XADD', KEYS[1], 'MAXLEN', ARGV[1], '*', unpack(fields))
 if ARGV[2] ~= '' then redis.call('XTRIM', KEYS[1], 'MINID', ARGV[2]) end
 if ARGV[3] ~= '0' then redis.call('PEXPIRE', KEYS[1], ARGV[3]) end
 if ARGV[4] ~= '' then
-  redis.call('HSET', KEYS[2], ARGV[4], id)
+  redis.call('HSET', KEYS[2], ARGV[4], id, 'e\\0' .. ARGV[4], epoch)
   if ARGV[3] ~= '0' then redis.call('PEXPIRE', KEYS[2], ARGV[3]) end
 end
 return id

@@ -12,7 +12,7 @@ import asyncio
 import logging
 
 from .. import positions
-from .base import TRANSIENT, Backoff, RedisRelay, RelaySettings, new_client
+from .base import TRANSIENT, Backoff, RedisRelay, RelaySettings, crossed_epochs, epoch_key, new_client
 
 log = logging.getLogger("scopehub.relay.sharded")
 
@@ -66,7 +66,12 @@ class ShardedRelay(RedisRelay):
     async def replay(self, scope_type, scope_id, since):
         key, since_id = shard_key(self.shard_for(scope_type, scope_id)), positions.entry_str(since)
         # The scope's newest entry first: one appended while we scan then shows up in the scan.
-        last = await asyncio.wait_for(self.write.hget(key + ":last", f"{scope_type}\0{scope_id}"), 5.0)
+        field = f"{scope_type}\0{scope_id}"
+        pipe = self.write.pipeline(transaction=False)
+        pipe.hget(key + ":last", field)
+        pipe.hget(key + ":last", "e\0" + field)  # the epoch that wrote the scope's last entry
+        pipe.get(epoch_key(key))
+        last, last_epoch, epoch = await asyncio.wait_for(pipe.execute(), 5.0)
         mine = []
         async for page in self._entries_after(key, since_id):
             for entry in page:
@@ -76,8 +81,10 @@ class ShardedRelay(RedisRelay):
                         return None  # the scope's chain is broken: something after `since` is gone
                     mine.append(entry)
         if mine:
-            return self._replayed(scope_type, scope_id, mine)
-        return [] if last == since_id else None
+            return None if crossed_epochs(mine) else self._replayed(scope_type, scope_id, mine)
+        # nothing after `since`: recovered only if this server wrote it (a promoted replica may lack
+        # entries acknowledged after it, REP-4)
+        return [] if last == since_id and last_epoch == epoch else None
 
     async def ends(self, scopes):
         pipe = self.write.pipeline(transaction=False)

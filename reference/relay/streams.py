@@ -24,7 +24,7 @@ from redis.exceptions import ResponseError
 
 from .. import positions
 from . import scripts
-from .base import PAGE, TRANSIENT, Backoff, RedisRelay, RelaySettings, new_client, now_entry_id
+from .base import PAGE, TRANSIENT, Backoff, RedisRelay, RelaySettings, crossed_epochs, epoch_key, new_client, now_entry_id
 
 log = logging.getLogger("scopehub.relay.streams")
 
@@ -201,7 +201,9 @@ class StreamsRelay(RedisRelay):
         pipe = self.write.pipeline(transaction=False)
         pipe.xinfo_stream(key)
         pipe.xrange(key, min=f"({since_id}", max="+", count=PAGE)
-        info, entries = await asyncio.wait_for(pipe.execute(raise_on_error=False), 5.0)
+        pipe.xrange(key, min=since_id, max=since_id)  # its epoch, for a resume with nothing to replay
+        pipe.get(epoch_key(key))
+        info, entries, at_since, epoch = await asyncio.wait_for(pipe.execute(raise_on_error=False), 5.0)
         if isinstance(info, ResponseError):
             return None  # no stream: whatever followed `since` is gone with it
         if isinstance(entries, Exception):
@@ -213,8 +215,13 @@ class StreamsRelay(RedisRelay):
         if entries:
             # The oldest retained entry after `since` must link back to it, else some were trimmed
             # or the stream is a new one (deleted, expired, lost in a restart).
-            return self._replayed(scope_type, scope_id, entries) if entries[0][1].get("p") == since_id else None
-        return [] if info["last-generated-id"] == since_id else None
+            if entries[0][1].get("p") != since_id or crossed_epochs(entries):
+                return None
+            return self._replayed(scope_type, scope_id, entries)
+        # Nothing after `since`: recovered only if this server wrote `since` itself (same epoch); a
+        # promoted replica may lack entries acknowledged after it (REP-4).
+        written_here = bool(at_since) and not isinstance(at_since, Exception) and at_since[0][1].get("e") == epoch
+        return [] if info["last-generated-id"] == since_id and written_here else None
 
     async def ends(self, scopes):
         pipe = self.write.pipeline(transaction=False)
