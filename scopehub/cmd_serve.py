@@ -139,6 +139,7 @@ def add_relay_flags(p: argparse.ArgumentParser, *, with_url: bool = True) -> Non
     if with_url:
         p.add_argument("--redis", metavar="URL",
                        help="Redis URL for the streams and sharded relays (default: $REDIS_URL)")
+        p.add_argument("--redis-cluster", action="store_true", help="the --redis URL is a seed node of a Redis Cluster")
     p.add_argument("--max-len", metavar="N", type=_count, default=RelaySettings.max_len,
                    help=f"entries kept per stream (default {RelaySettings.max_len})")
     p.add_argument("--max-age", metavar="S", type=_positive, default=RelaySettings.max_age_s,
