@@ -184,3 +184,38 @@ def test_a_cluster_of_nodes_starts_and_stops_its_redis_cluster():
         return pids
     pids = asyncio.run(go())
     assert not any(alive(p) for p in pids)
+
+
+# ---- the simulator's [redis] section
+
+
+def test_a_scenario_may_ask_for_a_redis_cluster():
+    from scenarios.spec import parse
+
+    assert parse({"name": "x", "redis": {"cluster": "3:1"}}).redis_cluster == "3:1"
+    assert parse({"name": "x"}).redis_cluster is None
+
+
+@pytest.mark.parametrize("doc, says", [
+    ({"redis": {"cluster": "2"}}, "redis.cluster: expected a Redis Cluster size"),
+    ({"redis": {"cluster": 3}}, "redis.cluster: expected"),
+    ({"redis": {"clustre": "3"}}, "redis.clustre: unknown key"),
+    ({"redis": {"cluster": "3"}, "cluster": {"redis": "redis://127.0.0.1:1"}}, "leave cluster.redis"),
+    ({"redis": {"cluster": "3"}, "faults": [{"kind": "restart_redis", "at": 1}]}, "not supported with a Redis Cluster"),
+    ({"redis": {"cluster": "3"}, "faults": [{"kind": "pause_redis", "at": 1, "duration": 1}]}, "not supported"),
+    ({"redis": {"cluster": "3"}, "faults": [{"kind": "link_cut", "at": 1, "duration": 1}]}, "not supported"),
+])
+def test_bad_redis_sections_are_scenario_errors(doc, says):
+    from scenarios.spec import ScenarioError, parse
+
+    with pytest.raises(ScenarioError) as e:
+        parse({"name": "x", **doc})
+    assert says in str(e.value) and "\n" not in str(e.value)
+
+
+def test_sim_refuses_a_redis_url_for_a_cluster_scenario(tmp_path, capsys):
+    path = tmp_path / "c.toml"
+    path.write_text('name = "c"\n[redis]\ncluster = "3"\n')
+    assert main(["sim", str(path), "--redis", "redis://127.0.0.1:1"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Redis Cluster" in err
