@@ -23,7 +23,7 @@ from conformance.requirements import CONVERGENCE, READERS
 from conformance.verdict import Outcome, Verdict, decide
 from scopehub.cluster import Cluster, ClusterSpec
 from scopehub.processes import NodeStartError
-from scopehub.redis_provision import RedisUnavailable
+from scopehub.redis_provision import RedisServerError, RedisUnavailable
 
 from . import analysis, population, report
 from .clients import worker_config, worker_main
@@ -44,8 +44,11 @@ class SimCluster:
         url = redis if redis not in (None, "auto") else (sc.redis if sc.redis != "auto" else None)
         self.proxies: list[LinkProxy] = []
         # auto: the embedded default, which falls back to in-process fakeredis where no Redis is found
+        # redis.cluster: a local Redis Cluster; the nodes reach it directly (no proxy: its redirections
+        # name its nodes' own addresses)
         self.cluster = Cluster(ClusterSpec(nodes=sc.nodes, relay=sc.relay, redis_url=url, control_token=token,
-                                           fakeredis_fallback=url is None,
+                                           redis_cluster=sc.redis_cluster,
+                                           fakeredis_fallback=url is None and sc.redis_cluster is None,
                                            node_flags=tuple(sc.node_flags), node_command=sc.node_command,
                                            log_dir=log_dir), link=self._proxy)
         self.token = token
@@ -138,7 +141,7 @@ async def simulate(sc: Scenario, out_dir: str, *, seed: int, redis: str | None, 
             progress.phase(f"starting Redis and {sc.nodes} nodes")
             try:
                 await cluster.start()
-            except (NodeStartError, RedisUnavailable, ValueError, OSError) as e:
+            except (NodeStartError, RedisUnavailable, RedisServerError, ValueError, OSError) as e:
                 raise SimError(str(e).splitlines()[0] if str(e) else type(e).__name__) from None
             progress.phase(f"Redis: {cluster.redis_label}")
             info = await cluster.info()

@@ -10,6 +10,7 @@ from importlib import resources
 from typing import Any
 
 from conformance.requirements import CHECKER_IDS, REQUIREMENTS
+from scopehub.redis_provision import CLUSTER_SPEC_HELP, parse_cluster_spec
 
 FAULT_KINDS = {
     "kill_node": "SIGKILL one node; it is restarted at the end of the window (or at heal)",
@@ -23,6 +24,19 @@ FAULT_KINDS = {
     "slow_readers": "make a fraction of clients stop reading for the window",
 }
 DEFAULT_CHECKS = CHECKER_IDS  # what the history checker judges (the registry says which)
+
+
+# Faults on the one Redis, or on a node's single link to it (a proxy, which a Redis Cluster's
+# redirections would bypass): not yet for a Redis Cluster.
+CLUSTER_UNSUPPORTED = ("restart_redis", "pause_redis", "link_latency", "link_cut")
+
+
+def _cluster_size(text: str) -> bool:
+    try:
+        parse_cluster_spec(text)
+    except ValueError:
+        return False
+    return True
 
 
 class ScenarioError(ValueError):
@@ -52,6 +66,7 @@ class Scenario:
     nodes: int = 3
     relay: str = "streams"
     redis: str = "auto"
+    redis_cluster: str | None = None  # [redis] cluster = "M[:R]": a local Redis Cluster instead of one redis-server
     node_flags: list[str] = field(default_factory=list)
     node_command: str | None = None
     # clients
@@ -158,6 +173,12 @@ def parse(doc: dict, source: str = "") -> Scenario:
                            expect="a command containing {port}")
     c.done()
 
+    rd = _Reader(top.get("redis", dict, {}), "redis")
+    s.redis_cluster = rd.get("cluster", str, None, check=_cluster_size, expect=f"a Redis Cluster size {CLUSTER_SPEC_HELP}")
+    rd.done()
+    if s.redis_cluster is not None and s.redis != "auto":
+        raise ScenarioError("redis.cluster: starts a local Redis Cluster; leave cluster.redis at \"auto\"")
+
     cl = _Reader(top.get("clients", dict, {}), "clients")
     s.clients = cl.get("count", int, 100, check=_num(lo=1, hi=50_000), expect="a whole number from 1 to 50000")
     s.processes = cl.get("processes", int, max(1, min(4, s.clients // 500 + 1)), check=_num(lo=1, hi=32),
@@ -217,6 +238,8 @@ def parse(doc: dict, source: str = "") -> Scenario:
         fr.done()
         if fault.at >= s.duration_s:
             raise ScenarioError(f"faults[{i}].at: expected a time before duration_s ({s.duration_s:g})")
+        if kind in CLUSTER_UNSUPPORTED and s.redis_cluster is not None:
+            raise ScenarioError(f"faults[{i}].kind: {kind} is not supported with a Redis Cluster (redis.cluster) yet")
         if kind in ("restart_redis", "pause_redis") and s.redis != "auto":
             raise ScenarioError(f"faults[{i}].kind: {kind} needs cluster.redis = \"auto\" (a Redis the simulator started)")
         if kind in ("pause_redis", "pause_node") and fault.duration <= 0:

@@ -1,5 +1,8 @@
 """A cluster of nodes as separate OS processes sharing one Redis: reference nodes, or nodes of
-any implementation started from a command template.
+any implementation started from a command template. The Redis may be a Redis Cluster: a local
+one started for the run (`ClusterSpec.redis_cluster = "M[:R]"`) or an existing one
+(`redis_cluster_urls`); `{redis_url}` is then its seed URL and reference nodes get
+`--redis-cluster`.
 
 Used by `scopehub cluster`, `scopehub conform --node-command`, the tests, the benchmarks and
 the simulator. Each node gets a fixed port, so a node killed and restarted comes back at the
@@ -19,7 +22,7 @@ from dataclasses import dataclass, field
 import aiohttp
 
 from .processes import NodeProcess
-from .redis_provision import LocalRedis, ProvisionedRedis, free_port, provision
+from .redis_provision import LocalRedis, ProvisionedRedis, free_port, provision, provision_cluster
 
 # What starts one reference node; another implementation's template uses the same placeholders.
 REFERENCE_COMMAND = (f"{shlex.quote(sys.executable)} -m scopehub serve --host {{host}} --port {{port}} "
@@ -42,6 +45,8 @@ class ClusterSpec:
     nodes: int = 3
     relay: str = "streams"
     redis_url: str | None = None  # None: provision one (a redis-server binary here)
+    redis_cluster: str | None = None  # "M[:R]": start a local Redis Cluster instead (redis_url unused)
+    redis_cluster_urls: tuple[str, ...] = ()  # an existing Redis Cluster: its seed URLs (the first is given to nodes)
     fakeredis_fallback: bool = False  # the simulator's embedded default: fakeredis where nothing else is
     control_token: str = field(default_factory=lambda: secrets.token_hex(12))
     host: str = "127.0.0.1"
@@ -54,7 +59,7 @@ class ClusterSpec:
 class Cluster:
     def __init__(self, spec: ClusterSpec, *, link: Callable[[int, str], Awaitable[str]] | None = None):
         """`link(index, redis_url)` may return another URL for node `index` to use (the
-        simulator puts a proxy there)."""
+        simulator puts a proxy there); it is not used when the store is a Redis Cluster."""
         self.spec = spec
         self.link = link
         self.redis: ProvisionedRedis | None = None
@@ -77,6 +82,11 @@ class Cluster:
         return self.redis.server if self.redis is not None else None
 
     @property
+    def redis_is_cluster(self) -> bool:
+        """The store is a Redis Cluster (the one we started, or an existing one)."""
+        return self.spec.redis_cluster is not None or bool(self.spec.redis_cluster_urls)
+
+    @property
     def uses_redis(self) -> bool:
         return self.spec.node_command is not None or self.spec.relay != "memory"
 
@@ -89,6 +99,8 @@ class Cluster:
         argv = render_command(REFERENCE_COMMAND, **values)
         if s.relay != "memory":
             argv += ["--redis", redis_url]
+            if self.redis_is_cluster:
+                argv.append("--redis-cluster")  # the --redis URL is a seed node of a Redis Cluster
         return argv + list(s.node_flags)
 
     def _ready(self, base: str):
@@ -102,7 +114,10 @@ class Cluster:
         s = self.spec
         self._session = aiohttp.ClientSession()
         try:
-            if self.uses_redis:
+            if self.uses_redis and self.redis_is_cluster:
+                self.redis = await asyncio.to_thread(provision_cluster, s.redis_cluster,
+                                                     urls=tuple(s.redis_cluster_urls))
+            elif self.uses_redis:
                 self.redis = await asyncio.to_thread(provision, s.redis_url,
                                                      fakeredis_fallback=s.fakeredis_fallback)
             log_dir = s.log_dir
@@ -113,7 +128,8 @@ class Cluster:
             for i in range(s.nodes):
                 port = s.base_port + i if s.base_port else free_port(s.host)
                 url = self.redis.url if self.redis else ""
-                if self.link is not None and url:
+                # a Redis Cluster redirects clients to its nodes' own addresses: no link in between
+                if self.link is not None and url and not self.redis.is_cluster:
                     url = await self.link(i, url)
                 base = f"http://{s.host}:{port}"
                 self.nodes.append(NodeProcess(self.node_argv(i, port, url), f"node-{i + 1}",

@@ -26,7 +26,7 @@ from conformance.runner import run_cases, verdicts
 from conformance.target import Target, TargetError
 from conformance.verdict import Outcome, exit_code
 
-from .target_args import add_target_flags, node_template, started_target
+from .target_args import add_target_flags, node_template, redis_fields, started_target
 
 
 def register(sub) -> None:
@@ -79,7 +79,7 @@ async def _main(args: argparse.Namespace, selected: set[str], template: str | No
         return await _conform(args, selected, console)
     from .cluster import ClusterSpec
 
-    spec = ClusterSpec(nodes=args.node_count, node_command=template, redis_url=args.redis)
+    spec = ClusterSpec(nodes=args.node_count, node_command=template, **redis_fields(args))
     async with started_target(args, spec, console) as cluster:
         args.started_with, args.cluster = args.node_command, cluster
         return await _conform(args, selected, console)

@@ -23,7 +23,7 @@ from rich.table import Table
 from conformance.target import TargetError
 from conformance.verdict import Outcome
 
-from .target_args import add_target_flags, node_template, started_target
+from .target_args import add_target_flags, node_template, redis_fields, started_target
 
 DEFAULT_FRAMES = 5000
 DEFAULT_LANES = 16
@@ -79,7 +79,7 @@ async def _main(args: argparse.Namespace, template: str | None, console: Console
 
     own_logs = None if args.log_dir else tempfile.TemporaryDirectory(prefix="scopehub-fuzz-")
     log_dir = args.log_dir or own_logs.name
-    spec = ClusterSpec(nodes=args.node_count, relay=args.relay, node_command=template, redis_url=args.redis,
+    spec = ClusterSpec(nodes=args.node_count, relay=args.relay, node_command=template, **redis_fields(args),
                        log_dir=log_dir)
     try:
         async with started_target(args, spec, console) as cluster:

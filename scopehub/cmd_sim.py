@@ -98,6 +98,9 @@ def run(args: argparse.Namespace) -> int:
         sc.node_command = args.node_command
     if args.redis not in (None, "auto") and not args.redis.startswith(("redis://", "rediss://")):
         raise UserError("--redis takes auto or a redis:// URL")
+    if args.redis not in (None, "auto") and sc.redis_cluster is not None:
+        raise UserError(f"this scenario starts a local Redis Cluster ({sc.redis_cluster}, its [redis] cluster): "
+                        "--redis cannot be given")
     if args.redis not in (None, "auto") and any(f.kind == "restart_redis" for f in sc.faults):
         raise UserError("this scenario restarts Redis: it needs a Redis the simulator starts (--redis auto)")
     seed = args.seed if args.seed is not None else sc.seed

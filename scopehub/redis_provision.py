@@ -11,6 +11,9 @@
       this process (`scopehub.fake_redis`), labelled as such;
   (e) otherwise it raises `RedisUnavailable` with a one-line message naming those three ways.
 
+`RedisClusterServer` starts a local Redis Cluster instead (M primaries with R replicas each, every
+one a `redis-server` child in cluster mode); `provision_cluster("M[:R]")` wraps it like provision().
+
 Everything here is synchronous so that CLI code and pytest fixtures can use it directly. A Redis
 this module started is never one somebody else runs: we only ever talk to the ports we chose and
 signal the PIDs we spawned.
@@ -35,12 +38,15 @@ from urllib.parse import urlsplit, urlunsplit
 __all__ = [
     "LocalRedis",
     "ProvisionedRedis",
+    "RedisClusterServer",
     "RedisServer",
     "RedisServerError",
     "RedisUnavailable",
     "docker_available",
     "free_port",
+    "parse_cluster_spec",
     "provision",
+    "provision_cluster",
 ]
 
 HOST = "127.0.0.1"
@@ -72,7 +78,7 @@ def free_port(host: str = HOST) -> int:
 # redis-server as a child process
 
 
-_live: set[RedisServer] = set()
+_live: set[LocalRedis] = set()  # anything with stop(): RedisServer, RedisClusterServer
 _live_lock = threading.Lock()
 
 
@@ -169,13 +175,15 @@ class RedisServer(LocalRedis):
     """
 
     def __init__(self, *, binary: str | None = None, port: int | None = None,
-                 startup_timeout: float = 10.0, stop_timeout: float = 5.0) -> None:
+                 startup_timeout: float = 10.0, stop_timeout: float = 5.0,
+                 extra_args: tuple[str, ...] = ()) -> None:
         resolved = binary or shutil.which("redis-server")
         if not resolved:
             raise RedisUnavailable(UNAVAILABLE_MESSAGE)
         self.binary = resolved
         self.startup_timeout = startup_timeout
         self.stop_timeout = stop_timeout
+        self.extra_args = tuple(extra_args)  # more redis-server options, e.g. cluster mode
         self._port = port
         self._proc: subprocess.Popen | None = None
         self._dir: str | None = None
@@ -246,6 +254,7 @@ class RedisServer(LocalRedis):
             "--dir", self._dir,
             "--daemonize", "no",
             "--logfile", log,
+            *self.extra_args,
         ]
         try:
             self._proc = subprocess.Popen(
@@ -344,6 +353,264 @@ class RedisServer(LocalRedis):
 
 
 # --------------------------------------------------------------------------------------------
+# a local Redis Cluster: redis-server children in cluster mode
+
+CLUSTER_SLOTS = 16384
+CLUSTER_SPEC_HELP = "M[:R]: M primaries (at least 3) with R replicas each, e.g. 3 or 3:1"
+
+
+def parse_cluster_spec(text: str) -> tuple[int, int]:
+    """"M[:R]" -> (primaries, replicas per primary). ValueError (one line) on bad input."""
+    m = re.fullmatch(r"\s*(\d+)\s*(?::\s*(\d+)\s*)?", text or "")
+    if not m:
+        raise ValueError(f"bad Redis Cluster size {text!r}: expected {CLUSTER_SPEC_HELP}")
+    primaries, replicas = int(m.group(1)), int(m.group(2) or 0)
+    if primaries < 3:
+        raise ValueError(f"bad Redis Cluster size {text!r}: a Redis Cluster needs at least 3 primaries")
+    if primaries * (1 + replicas) > 64:
+        raise ValueError(f"bad Redis Cluster size {text!r}: at most 64 redis-server processes")
+    return primaries, replicas
+
+
+def _node_flags(line: str) -> set[str]:
+    parts = line.split()
+    return set(parts[2].split(",")) if len(parts) > 2 else set()
+
+
+class RedisClusterServer(LocalRedis):
+    """A Redis Cluster of `primaries` x (1 + `replicas`) `redis-server` children on free loopback
+    ports, each in cluster mode in its own temporary directory, persistence off.
+
+    `start()` starts them, assigns the 16384 slots evenly to the primaries (CLUSTER ADDSLOTSRANGE),
+    joins them (CLUSTER MEET), attaches R replicas to each primary (CLUSTER REPLICATE) and waits
+    (bounded by `startup_timeout`) until every node reports cluster_state:ok with all slots
+    assigned, knows every other node in its role, and every replica's link to its primary is up.
+    A failure part-way stops every child already started. `stop()` stops every child by PID.
+
+    `url` is a seed (the first primary), `urls` every primary, `node_urls` every node;
+    `primaries` and `replicas` are the RedisServer handles (pid, kill, pause, resume) for faults.
+    """
+
+    def __init__(self, primaries: int = 3, replicas: int = 0, *, binary: str | None = None,
+                 node_timeout_ms: int = 2000, startup_timeout: float = 30.0,
+                 stop_timeout: float = 5.0) -> None:
+        if primaries < 3 or replicas < 0:
+            raise ValueError("a Redis Cluster needs at least 3 primaries and 0 or more replicas each")
+        resolved = binary or shutil.which("redis-server")
+        if not resolved:
+            raise RedisUnavailable(UNAVAILABLE_MESSAGE)
+        self.binary = resolved
+        self.primary_count, self.replica_count = primaries, replicas
+        self.node_timeout_ms = node_timeout_ms
+        self.startup_timeout = startup_timeout
+        self.stop_timeout = stop_timeout
+        self.primaries: list[RedisServer] = []
+        self.replicas: list[RedisServer] = []  # replicas[i * R + j] replicates primaries[i]
+        self._bus: dict[int, int] = {}  # node port -> its cluster bus port
+
+    # ---- properties
+
+    @property
+    def nodes(self) -> list[RedisServer]:
+        return self.primaries + self.replicas
+
+    @property
+    def pids(self) -> list[int]:
+        return [n.pid for n in self.nodes if n.pid is not None]
+
+    @property
+    def running(self) -> bool:
+        return bool(self.nodes) and all(n.running for n in self.nodes)
+
+    @property
+    def url(self) -> str:
+        """A seed URL: the first primary (no database number: a cluster has only database 0)."""
+        if not self.primaries:
+            raise RuntimeError("RedisClusterServer has no nodes yet: call start() first")
+        return f"redis://{HOST}:{self.primaries[0].port}"
+
+    @property
+    def port(self) -> int | None:
+        return self.primaries[0].port if self.primaries else None
+
+    @property
+    def urls(self) -> list[str]:
+        return [f"redis://{HOST}:{n.port}" for n in self.primaries]
+
+    @property
+    def node_urls(self) -> list[str]:
+        return [f"redis://{HOST}:{n.port}" for n in self.nodes]
+
+    @property
+    def version(self) -> str:
+        return _binary_version(self.binary)
+
+    @property
+    def label(self) -> str:
+        shape = f"{self.primary_count} primaries"
+        if self.replica_count:
+            shape += f" with {self.replica_count} replica{'s' if self.replica_count > 1 else ''} each"
+        ports = ",".join(str(n.port) for n in self.nodes)
+        return f"Redis Cluster of {shape} (redis-server {self.version}) on {HOST}:{ports}"
+
+    def __repr__(self) -> str:
+        return f"<RedisClusterServer {self.primary_count}:{self.replica_count} pids={self.pids}>"
+
+    # ---- lifecycle
+
+    def start(self) -> RedisClusterServer:
+        if self.nodes:
+            return self
+        with _live_lock:
+            _live.add(self)
+        try:
+            taken: set[int] = set()
+            for i in range(self.primary_count * (1 + self.replica_count)):
+                node = self._start_node(taken)
+                (self.primaries if i < self.primary_count else self.replicas).append(node)
+            self._form()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _start_node(self, taken: set[int]) -> RedisServer:
+        """One redis-server in cluster mode; its port and cluster bus port are free ports we pick
+        (the bus would otherwise be port + 10000, which can be out of range or taken)."""
+        for attempt in range(3):
+            port, bus = self._pick(taken), self._pick(taken)
+            node = RedisServer(binary=self.binary, port=port, startup_timeout=10.0,
+                               stop_timeout=self.stop_timeout, extra_args=(
+                                   "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
+                                   "--cluster-node-timeout", str(self.node_timeout_ms),
+                                   "--cluster-port", str(bus),
+                                   # a replica syncs at once, not after the default 5 s delay
+                                   "--repl-diskless-sync", "yes", "--repl-diskless-sync-delay", "0"))
+            try:
+                node.start()
+                self._bus[port] = bus
+                return node
+            except RedisServerError as e:
+                if attempt == 2 or "in use" not in str(e):
+                    raise
+        raise AssertionError("unreachable")
+
+    @staticmethod
+    def _pick(taken: set[int]) -> int:
+        for _ in range(100):
+            port = free_port()
+            if port not in taken and port + 10000 not in taken:
+                taken.add(port)
+                return port
+        raise RedisServerError("no free loopback port for a Redis Cluster node")
+
+    def _client(self, node: RedisServer):
+        import redis  # a dependency of the relays; imported here so the module loads without it
+        from redis.backoff import NoBackoff
+        from redis.retry import Retry
+
+        # no retries of its own: _wait polls, and a dead node must fail at once
+        return redis.Redis(host=HOST, port=node.port, decode_responses=True, socket_timeout=2,
+                           socket_connect_timeout=2, retry=Retry(NoBackoff(), 0))
+
+    def _form(self) -> None:
+        import redis
+
+        deadline = time.monotonic() + self.startup_timeout
+        clients = {id(n): self._client(n) for n in self.nodes}
+        try:
+            ids = {}
+            for n in self.nodes:
+                ids[id(n)] = clients[id(n)].execute_command("CLUSTER", "MYID")
+            m = self.primary_count
+            for i, n in enumerate(self.primaries):  # even slot ranges, like redis-cli --cluster create
+                c = clients[id(n)]
+                c.execute_command("CLUSTER", "ADDSLOTSRANGE", i * CLUSTER_SLOTS // m,
+                                  (i + 1) * CLUSTER_SLOTS // m - 1)
+                c.execute_command("CLUSTER", "SET-CONFIG-EPOCH", i + 1)
+            for a in self.nodes:  # every pair meets directly: faster than waiting for gossip
+                for b in self.nodes:
+                    if a is not b:
+                        clients[id(a)].execute_command("CLUSTER", "MEET", HOST, b.port, self._bus[b.port])
+            # a replica can only REPLICATE a primary it knows of
+            self._wait(deadline, clients, lambda: self._unknown(clients), "every node to know every other")
+            r = self.replica_count
+            for k, n in enumerate(self.replicas):
+                clients[id(n)].execute_command("CLUSTER", "REPLICATE", ids[id(self.primaries[k // r])])
+            self._wait(deadline, clients, lambda: self._not_ready(clients), "the cluster to be ready")
+        except redis.RedisError as e:
+            raise RedisServerError(f"cannot form the Redis Cluster: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
+        finally:
+            for c in clients.values():
+                c.close()
+
+    def _wait(self, deadline: float, clients, problem: Callable[[], str | None], what: str) -> None:
+        """Poll `problem()` (None: ready) every 50 ms until `deadline`."""
+        import redis
+
+        last = "no answer yet"
+        while True:
+            for n in self.nodes:
+                if not n.running:
+                    raise RedisServerError(f"Redis Cluster node {HOST}:{n.port} exited while "
+                                           f"forming the cluster: {_tail(n.log_path) or 'no log output'}")
+            try:
+                last = problem()
+            except redis.RedisError as e:
+                last = str(e).splitlines()[0] if str(e) else type(e).__name__
+            if last is None:
+                return
+            if time.monotonic() >= deadline:
+                raise RedisServerError(f"Redis Cluster not ready within {self.startup_timeout:g}s "
+                                       f"waiting for {what}: {last}")
+            time.sleep(0.05)
+
+    def _unknown(self, clients) -> str | None:
+        total = len(self.nodes)
+        for n in self.nodes:
+            lines = clients[id(n)].execute_command("CLUSTER", "NODES").strip().splitlines()
+            pending = [ln for ln in lines if _node_flags(ln) & {"handshake", "noaddr"}]
+            if len(lines) != total or pending:
+                return f"{HOST}:{n.port} knows {len(lines) - len(pending)} of {total} nodes"
+        return None
+
+    def _not_ready(self, clients) -> str | None:
+        total, m = len(self.nodes), self.primary_count
+        for n in self.nodes:
+            c = clients[id(n)]
+            info = dict(ln.split(":", 1) for ln in c.execute_command("CLUSTER", "INFO").split()
+                        if ":" in ln)
+            if info.get("cluster_state") != "ok" or info.get("cluster_slots_ok") != str(CLUSTER_SLOTS):
+                return (f"{HOST}:{n.port} says cluster_state:{info.get('cluster_state')} with "
+                        f"{info.get('cluster_slots_ok')} of {CLUSTER_SLOTS} slots ok")
+            flags = [_node_flags(ln) for ln in c.execute_command("CLUSTER", "NODES").strip().splitlines()]
+            primaries = sum("master" in f for f in flags)
+            if len(flags) != total or primaries != m or any(f & {"fail", "fail?", "handshake", "noaddr"}
+                                                             for f in flags):
+                return f"{HOST}:{n.port} sees {primaries} primaries among {len(flags)} nodes, not yet {m} of {total}"
+        for n in self.replicas:
+            repl = clients[id(n)].info("replication")
+            if repl.get("role") != "slave" or repl.get("master_link_status") != "up":
+                return f"replica {HOST}:{n.port} has no link to its primary yet"
+        return None
+
+    def stop(self) -> None:
+        """Stop every child by PID (SIGTERM to all, then each is reaped; SIGKILL after
+        stop_timeout); their temporary directories are removed. Idempotent."""
+        nodes, self.primaries, self.replicas = self.nodes, [], []
+        for n in nodes:  # signal all first, so they shut down together
+            if n.running:
+                n._signal(signal.SIGTERM)
+                n._signal(signal.SIGCONT)
+        try:
+            for n in nodes:
+                n.stop()
+        finally:
+            with _live_lock:
+                _live.discard(self)
+
+
+# --------------------------------------------------------------------------------------------
 # Docker / testcontainers
 
 
@@ -408,16 +675,22 @@ def _redact(url: str) -> str:
 
 
 class ProvisionedRedis:
-    """A Redis to use: `url`, `kind` ("url", "container", "binary" or "fakeredis"), a short `label`, and
-    `server` (what can be restarted: the RedisServer or FakeRedisServer we started). `stop()` stops what we started (nothing for
-    an explicit URL) and is idempotent."""
+    """A Redis to use: `url`, `kind` ("url", "container", "binary", "fakeredis", or for a Redis
+    Cluster "cluster" (one we started) or "cluster-url" (an existing one)), a short `label`, and
+    `server` (what can be restarted: the RedisServer or FakeRedisServer we started; the
+    RedisClusterServer for a cluster we started). `is_cluster`: `url` is a seed node of a Redis
+    Cluster, `urls` its known nodes. `stop()` stops what we started (nothing for an explicit URL)
+    and is idempotent."""
 
     def __init__(self, *, url: str, kind: str, label: str, server: LocalRedis | None = None,
-                 stopper: Callable[[], object] | None = None) -> None:
+                 stopper: Callable[[], object] | None = None, is_cluster: bool = False,
+                 urls: tuple[str, ...] = ()) -> None:
         self.url = url
         self.kind = kind
         self.label = label
         self.server = server
+        self.is_cluster = is_cluster
+        self.urls = tuple(urls) or (url,)
         self._stopper = stopper
 
     def stop(self) -> None:
@@ -470,3 +743,19 @@ def provision(url: str | None = None, *, env: Mapping[str, str] = os.environ,
         fake = FakeRedisServer().start()
         return ProvisionedRedis(url=fake.url, kind="fakeredis", label=fake.label, server=fake, stopper=fake.stop)
     raise RedisUnavailable(UNAVAILABLE_MESSAGE + note)
+
+
+def provision_cluster(size: str | None = None, *, urls: tuple[str, ...] = ()) -> ProvisionedRedis:
+    """A Redis Cluster: a local one of `size` ("M[:R]", see RedisClusterServer), or the existing
+    one at `urls` (seed URLs; nothing is started or stopped). ValueError for a bad size;
+    RedisUnavailable or RedisServerError (one line) when it cannot start."""
+    if urls:
+        shown = ", ".join(_redact(u) for u in urls)
+        return ProvisionedRedis(url=urls[0], kind="cluster-url", label=f"Redis Cluster at {shown} (given)",
+                                is_cluster=True, urls=tuple(urls))
+    if size is None:
+        raise ValueError("a Redis Cluster needs a size M[:R] or the URLs of an existing one")
+    primaries, replicas = parse_cluster_spec(size)
+    server = RedisClusterServer(primaries, replicas).start()
+    return ProvisionedRedis(url=server.url, kind="cluster", label=server.label, server=server,
+                            stopper=server.stop, is_cluster=True, urls=tuple(server.urls))
