@@ -43,6 +43,7 @@ class TargetSpec:
     script: str | None = None  # "broken_node.py --bug X" or "permissive_node.py --liberty X": None is the reference
     concurrency: int = 6  # cases side by side (a target that answers slowly keeps more of them waiting)
     group: str = ""  # targets of one group run side by side (tests/suite_runs.py)
+    redis_cluster: str | None = None  # "M[:R]": the target's store is a local Redis Cluster of its own
 
     def command(self) -> str | None:
         """The node-command template (None: the reference's own)."""
@@ -51,11 +52,12 @@ class TargetSpec:
         file, _, switch = self.script.partition(" ")
         return (f"{shlex.quote(sys.executable)} {shlex.quote(str(HERE / file))} {switch} --host {{host}} --port {{port}} "
                 f"--node-id {{name}} --control-token {{token}} --relay {self.relay} --redis {{redis_url}} "
-                f"{self.flags}").strip()
+                f"{'--redis-cluster ' if self.redis_cluster else ''}{self.flags}").strip()
 
     def cluster(self, redis_url: str) -> Cluster:
         return Cluster(ClusterSpec(nodes=self.nodes, relay=self.relay, redis_url=redis_url,
-                                   node_flags=tuple(shlex.split(self.flags)), node_command=self.command()))
+                                   node_flags=tuple(shlex.split(self.flags)), node_command=self.command(),
+                                   redis_cluster=self.redis_cluster))
 
 
 REFERENCE = {t.name: t for t in [
@@ -64,6 +66,8 @@ REFERENCE = {t.name: t for t in [
     TargetSpec("reference-proxy", 1, f"{FAST} --trusted-proxies 127.0.0.1/32 --allowed-origins {ALLOWED} "
                "--max-subscriptions 24",
                relay="memory", group="reference"),
+    # NODE-4: the cases that spread scopes over a Redis Cluster (3 primaries, a replica each)
+    TargetSpec("reference-rediscluster", 3, FAST, redis_cluster="3:1", group="reference"),
     TargetSpec("reference-secrets", 1, f"{FAST} --metrics-token m-{'x' * 8} --jwt-secret another-secret-{'y' * 32}",
                relay="memory", group="reference"),
 ]}

@@ -26,6 +26,7 @@ SHAPES = {
                            "hs5_allow_list_is_exact": "nothing is allow-listed"}),
     "reference-proxy": ({"handshake", "limits"}, {**{n: "needs 2 nodes" for n in MULTI_NODE},
                                         "hs5_forwarded_host_from_untrusted_peer": "the suite's address is trusted"}),
+    "reference-rediscluster": ({"redis_cluster"}, {}),
     "reference-secrets": ({"handshake", "health"}, {
         **{n: "needs 2 nodes" for n in MULTI_NODE}, **UNTRUSTED,
         "hs5_allow_list_is_exact": "nothing is allow-listed",

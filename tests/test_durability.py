@@ -51,3 +51,38 @@ async def test_a_publish_waits_for_its_replicas(start_cluster, world, relay):
     finally:
         await primary.aclose()
         replica.stop()
+
+
+@pytest.mark.req("NODE-3", "NODE-4")
+async def test_on_a_redis_cluster_a_publish_waits_for_its_primarys_replica(session, world):
+    """3 primaries with a replica each: a publish is acknowledged once the replica of the primary
+    that owns its scope has it; while that replica is frozen, the same publish is a 503."""
+    from redis.asyncio.cluster import RedisCluster
+
+    from conformance.client import Control
+    from reference.relay.streams import stream_key
+    from scopehub.cluster import Cluster, ClusterSpec
+
+    cluster = Cluster(ClusterSpec(nodes=1, relay="streams", redis_cluster="3:1", node_flags=("--durability", "1")))
+    await cluster.start()
+    store = cluster.redis.server
+    router = RedisCluster.from_url(store.url)
+    try:
+        control = Control(session, cluster.urls[0], cluster.spec.control_token)
+        await control.fixtures(world.fixtures())
+        assert "redis_cluster" in (await control.info())["capabilities"]
+        await router.initialize()
+        owner = router.get_node_from_key(stream_key("task", world.task_a))
+        index = next(i for i, p in enumerate(store.primaries) if p.port == owner.port)
+        assert (await control.publish("task", world.task_a, {"type": "x"}))["event_id"]
+        store.replicas[index].pause()
+        try:
+            with pytest.raises(ControlError) as refused:
+                await control.publish("task", world.task_a, {"type": "x"})
+            assert refused.value.status == 503
+        finally:
+            store.replicas[index].resume()
+        assert (await control.publish("task", world.task_a, {"type": "x"}))["event_id"]
+    finally:
+        await router.aclose()
+        await cluster.stop()

@@ -47,10 +47,11 @@ class Bug:
     narrow: bool = False  # run only `cases`, not every case of the selection (a bug that makes most of
     # them wait out their timeouts: the wider run proves nothing more and costs a minute)
     profile: str = "default"
+    redis_cluster: str | None = None  # "M[:R]": on a Redis Cluster of its own (NODE-4)
 
     @property
-    def shape(self) -> tuple[int, str]:
-        return self.nodes, self.flags
+    def shape(self) -> tuple[int, str, str | None]:
+        return self.nodes, self.flags, self.redis_cluster
 
 
 BUGS = [
@@ -88,6 +89,8 @@ BUGS = [
     Bug("local-fast-path", ("DEL-3",), ("DEL-3",), nodes=2, cases=("del3_publishes_alternating_between_nodes",),
         narrow=True),
     # Hostile input (issue 16): each as it was first seen in the reference, one case each.
+    Bug("tag-per-scope", ("NODE-4",), ("NODE-4",), nodes=3, redis_cluster="3",
+        cases=("node4_many_scopes_deliver_and_resume",), narrow=True),
     Bug("surrogate-crash", ("IN-1",), ("IN-1",), cases=("in1_lone_surrogates",), narrow=True),
     # no error frame at all is HS-3's failure ("Any failure is answered with one text frame")
     Bug("token-surrogate-crash", ("HS-3",), ("HS-3", "HS-4"), cases=("hs4_tokens_in_odd_encodings",), narrow=True),
@@ -106,12 +109,13 @@ BUGS = [
     Bug("sub-cap-closes", ("LIM-2",), ("LIM-2",), flags="--max-subscriptions 24", cases=("lim2_subscription_cap",),
         narrow=True),
 ]
-SHAPES = sorted({b.shape for b in BUGS})
+SHAPES = sorted({b.shape for b in BUGS}, key=lambda s: (s[0], s[1], s[2] or ""))
 
 
-async def start(bug: str, nodes: int, flags: str, redis_url: str) -> Cluster:
+async def start(bug: str, nodes: int, flags: str, redis_url: str, redis_cluster: str | None = None) -> Cluster:
     """A (broken) reference node started the way any implementation is (tests/targets.py)."""
-    cluster = TargetSpec(f"broken-{bug}", nodes, flags, script=f"broken_node.py --bug {bug}").cluster(redis_url)
+    cluster = TargetSpec(f"broken-{bug}", nodes, flags, script=f"broken_node.py --bug {bug}",
+                         redis_cluster=redis_cluster).cluster(redis_url)
     await cluster.start()
     return cluster
 
@@ -150,7 +154,8 @@ def selection(bug: Bug) -> list:
 
 
 def target_of(bug: Bug) -> TargetSpec:
-    return TargetSpec(f"broken-{bug.name}", bug.nodes, bug.flags, script=f"broken_node.py --bug {bug.name}")
+    return TargetSpec(f"broken-{bug.name}", bug.nodes, bug.flags, script=f"broken_node.py --bug {bug.name}",
+                      redis_cluster=bug.redis_cluster)
 
 
 @pytest.fixture(scope="module")
@@ -189,21 +194,22 @@ def test_suite_fails_the_broken_target(bug: Bug, broken_runs):
 
 # -- ... and the reference passes the same selections ------------------------------------------------
 
-def _shape_id(shape: tuple[int, str]) -> str:
-    nodes, flags = shape
-    return "-".join([f"{nodes}-node", *flags.replace("--", "").split()])
+def _shape_id(shape: tuple[int, str, str | None]) -> str:
+    nodes, flags, redis_cluster = shape
+    on = [f"redis-cluster-{redis_cluster}"] if redis_cluster else []
+    return "-".join([f"{nodes}-node", *flags.replace("--", "").split(), *on])
 
 
 @pytest.mark.parametrize("shape", [
     pytest.param(s, id=_shape_id(s), marks=pytest.mark.req(*sorted({r for b in BUGS if b.shape == s for r in b.fails})))
     for s in SHAPES])
-async def test_reference_passes_the_same_selections(shape: tuple[int, str], redis_server):
-    nodes, flags = shape
+async def test_reference_passes_the_same_selections(shape: tuple[int, str, str | None], redis_server):
+    nodes, flags, redis_cluster = shape
     bugs = [b for b in BUGS if b.shape == shape]
     union = {rid for b in bugs for rid in b.only}
     # the cases each bug must fail; every case passes the reference in tests/test_cases.py anyway
     names = tuple(n for b in bugs for n in b.cases)
-    cluster = await start("none", nodes, flags, redis_server.url)
+    cluster = await start("none", nodes, flags, redis_server.url, redis_cluster)
     try:
         results, found, claimed = await conform(cluster.urls, cluster.spec.control_token, union, names,
                                                 cluster=cluster)
