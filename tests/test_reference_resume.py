@@ -316,3 +316,42 @@ async def test_replay_of_more_than_one_page_from_redis(relay, redis_server, star
     await c.wait_for(_is(missed[-1]["event_id"]), timeout=10)
     assert _ids(c, "task") == [m["event_id"] for m in missed]
     await c.close()
+
+
+@pytest.mark.req("REP-4")
+@pytest.mark.parametrize("relay", RELAYS)
+async def test_a_failover_that_lost_acknowledged_entries_never_recovers(relay, start_cluster, session, world):
+    """What a promoted replica looks like, on one redis-server: the stream as it was before the
+    last acknowledged entry (DUMP/RESTORE), and no epoch key (it is never replicated). A resume
+    from the last entry the replica has must not claim recovery: an acknowledged entry followed it."""
+    from reference.relay.base import epoch_key
+
+    h = await start_cluster(relay, nodes=1)
+    key = stream_key("task", world.task_a) if relay == "streams" else shard_key(shard_of("task", world.task_a, 8))
+    kept = [key] if relay == "streams" else [key, key + ":last"]
+    r = aioredis.Redis.from_url(h.redis.url)
+    try:
+        c = await _client(session, h.urls[0], h.controls[0], world.alice, world.ws_a)
+        await c.subscribe("task", world.task_a)
+        seen = await h.controls[0].publish("task", world.task_a, {"type": "seen"})
+        await c.wait_for(_is(seen["event_id"]))
+        await c.close()
+        replicated = {k: await r.dump(k) for k in kept}
+        await h.controls[0].publish("task", world.task_a, {"type": "acknowledged, then lost"})
+        for k, data in replicated.items():  # the failover: the replica never got the last entry
+            await r.restore(k, 0, data, replace=True)
+        await r.delete(epoch_key(key))
+
+        async def recovered(since: str) -> bool:
+            c2 = await _client(session, h.urls[0], h.controls[0], world.alice, world.ws_a)
+            try:
+                return (await c2.subscribe("task", world.task_a, since=since))["payload"]["recovered"]
+            finally:
+                await c2.close()
+
+        assert await recovered(seen["pos"]) is False  # nothing after it here, but it was not written here
+        after = await h.controls[0].publish("task", world.task_a, {"type": "after the failover"})
+        assert await recovered(seen["pos"]) is False  # the chain links, across another epoch
+        assert await recovered(after["pos"]) is True  # from the new epoch on, resumes recover again
+    finally:
+        await r.aclose()
