@@ -19,9 +19,9 @@ local epoch = redis.call('GET', KEYS[3])
 if not epoch then
   local t = redis.call('TIME')
   epoch = t[1] .. '.' .. t[2]
-  redis.set_repl(redis.REPL_NONE)
+  if redis.set_repl then redis.set_repl(redis.REPL_NONE) end  -- (fakeredis has no set_repl: no replicas either)
   redis.call('SET', KEYS[3], epoch)
-  redis.set_repl(redis.REPL_ALL)
+  if redis.set_repl then redis.set_repl(redis.REPL_ALL) end
 end
 local prev, prev_epoch = '', ''
 if ARGV[4] ~= '' then
