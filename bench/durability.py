@@ -6,12 +6,15 @@ append script, `WAIT 1 1000` on the same connection; 503 when the replica did no
 Both are up for the whole workload and the steps alternate between them at each rate (default,
 then durable), so a change in how busy the shared machine is falls on both alike. Each step
 reports the control API publish call's round trip (p50/p99), the publish-to-deliver latency and
-the throughput, as every workload does; `comparison` pairs them rate by rate with the ratio."""
+the throughput, as every workload does; `comparison` pairs them rate by rate with the ratio.
+Before the systems start, the same primary measures WAIT alone: sequential XADD round trips
+alternating with XADD + WAIT 1 (bench.floor.redis_wait_floor)."""
 
 from __future__ import annotations
 
 import asyncio
 
+from .floor import redis_wait_floor
 from .loadgen import ConnSpec
 from .replicated import ReplicatedRedis
 from .targets import BenchWorld, System, start_system
@@ -53,6 +56,9 @@ async def durability(ctx: Context, token: str) -> tuple[list[dict], dict]:
     try:
         await asyncio.to_thread(store.start)
         ctx.progress(f"durability: {store.label}")
+        floor = await redis_wait_floor(store.url, n=s.dur_floor_n, payload_bytes=s.payload_bytes + 100)
+        ctx.progress(f"durability floor: XADD p50 {floor['xadd']['p50_ms']:.3f} ms, XADD + WAIT 1 p50 "
+                     f"{floor['xadd_wait']['p50_ms']:.3f} ms")
         for k in (0, 1):
             label = f"streams x{s.dur_nodes}" + (f" durability={k}" if k else "")
             sys_ = await start_system(ctx.session, "streams", s.dur_nodes, token, redis_url=store.url,
@@ -65,7 +71,7 @@ async def durability(ctx: Context, token: str) -> tuple[list[dict], dict]:
             pids.update({f"{sys_.label} node-{i + 1}": pid for i, pid in enumerate(sys_.pids)})
         workloads = await _measure(ctx, systems)
         comparison = {"systems": [w["system"] for w in workloads], "rows": compare(*workloads), "note": NOTE,
-                      "store": store.label, "pids": pids}
+                      "store": store.label, "pids": pids, "redis_floor": floor}
     finally:
         try:
             for sys_ in systems:

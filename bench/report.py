@@ -123,6 +123,12 @@ def render(result: dict, console: Console | None = None) -> None:
                           f"p99 {_num(w['p99_ms_at_target'], '{:.1f}')} ms")
     if result.get("durability"):
         console.print(durability_table(result["durability"]))
+        rf = result["durability"].get("redis_floor")
+        if rf:
+            a, b = rf["xadd"], rf["xadd_wait"]
+            console.print(f"  on the primary itself (redis-py, one at a time, {a['count']} each): XADD p50 "
+                          f"{a['p50_ms']:.3f} ms p99 {a['p99_ms']:.3f} ms; XADD + WAIT {rf['replicas']} p50 "
+                          f"{b['p50_ms']:.3f} ms p99 {b['p99_ms']:.3f} ms; WAIT short {rf['short']}")
         console.print(f"  [dim]{result['durability']['note']}[/]")
     console.print(summary_table(result))
     for text in result.get("warnings", []):

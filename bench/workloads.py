@@ -61,6 +61,7 @@ class Sizes:
     dur_scopes: int = 4
     dur_subs: int = 25
     dur_rates: tuple[float, ...] = (100, 250, 500, 1000, 2000)
+    dur_floor_n: int = 2000  # sequential XADD and XADD + WAIT round trips on the primary
     blast_frames: int = 20  # floor: frames per connection in the server-side blast
 
 
@@ -69,7 +70,7 @@ QUICK = Sizes(connections=200, rates=(100, 400, 1600), step_s=1.0, drain_s=2.0, 
               w2_scopes=2, w2_subs=50, w2_rates=(200,), w2_target_rate=200.0,
               w3_scopes=100, w3_subs=2, w3_connections=100, w3_rates=(200,),
               workers=2, w1_relays=("memory", "streams"), scaling_relays=("memory",), w3_on_memory=False,
-              redis_floor_n=300, dur_scopes=2, dur_subs=25, dur_rates=(100, 400),
+              redis_floor_n=300, dur_scopes=2, dur_subs=25, dur_rates=(100, 400), dur_floor_n=300,
               redis_floor_s=1.0, blast_frames=5)
 
 

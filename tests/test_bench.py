@@ -95,7 +95,7 @@ async def test_bench_machinery_on_tiny_sizes_writes_json_and_plot(tmp_path):
 # -- durability (issue 17): --durability 1 side by side with the default ---------------------------
 
 TINY_DURABILITY = Sizes(step_s=0.6, drain_s=2.0, workers=1, dur_nodes=1, dur_scopes=1, dur_subs=4,
-                        dur_rates=(20, 40))
+                        dur_rates=(20, 40), dur_floor_n=30)
 
 
 def _gone(pid: int) -> bool:
@@ -121,12 +121,15 @@ async def test_durability_workload_measures_both_systems_on_one_primary_with_a_r
     d = result["durability"]
     assert d["systems"] == ["streams x1", "streams x1 durability=1"] and "replica" in d["store"]
     assert [r["rate"] for r in d["rows"]] == [20, 40]
+    rf = d["redis_floor"]
+    assert rf["short"] == 0 and rf["xadd"]["count"] == rf["xadd_wait"]["count"] == 30
+    assert 0 < rf["xadd"]["p50_ms"] and 0 < rf["xadd_wait"]["p50_ms"]
     for r in d["rows"]:
         assert r["publish_failed"] == [0, 0] and r["publish_p50_ratio"] > 0 and r["delivery_p50_ratio"] > 0
     assert len(d["pids"]) == 4 and all(_gone(pid) for pid in d["pids"].values())  # all stopped by PID
     text = io.StringIO()
     report.render(result, Console(file=text, width=200))
-    assert "durable / default" in text.getvalue() and "loopback" in text.getvalue()
+    assert all(w in text.getvalue() for w in ("durable / default", "loopback", "XADD + WAIT 1"))
 
 
 async def test_durability_workload_stops_what_it_started_when_a_system_fails(monkeypatch):
