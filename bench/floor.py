@@ -104,3 +104,33 @@ async def redis_floor(url: str, *, n: int = 2000, rate: float = 1000.0, seconds:
     finally:
         await w.aclose()
         await r.aclose()
+
+
+async def redis_wait_floor(url: str, *, n: int = 2000, replicas: int = 1, payload_bytes: int = 300) -> dict:
+    """What WAIT costs Redis itself: sequential XADD round trips alternating with XADD + WAIT
+    `replicas` 1000 in one pipeline (what the relay sends with --durability), on one connection."""
+    key = f"bench:waitfloor:{os.getpid()}:{time.time_ns()}"
+    body = "x" * payload_bytes
+    w = aioredis.Redis.from_url(url, decode_responses=True)
+    plain: list[float] = []
+    waited: list[float] = []
+    short = 0
+    try:
+        await w.ping()
+        for i in range(2 * n):  # alternating, so a busier moment of the machine falls on both
+            a = time.perf_counter()
+            if i % 2 == 0:
+                await w.xadd(key, {"b": body}, maxlen=10_000, approximate=False)
+                plain.append(time.perf_counter() - a)
+                continue
+            pipe = w.pipeline(transaction=False)
+            pipe.xadd(key, {"b": body}, maxlen=10_000, approximate=False)
+            pipe.wait(replicas, 1000)
+            _entry, acked = await pipe.execute()
+            waited.append(time.perf_counter() - a)
+            short += acked < replicas
+        await w.delete(key)
+    finally:
+        await w.aclose()
+    return {"xadd": exact_percentiles(plain), "xadd_wait": exact_percentiles(waited), "replicas": replicas,
+            "short": short}

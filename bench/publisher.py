@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-from conformance.client import Control
+from conformance.client import Control, ControlError
 
 from . import frames
 
@@ -24,6 +24,8 @@ class PublishResult:
     t_end: float  # wall clock when the last publish was sent
     per_target: dict  # index into targets -> acknowledged publishes
     error: str = ""
+    rtt_s: list = field(default_factory=list)  # round trip of every acknowledged publish call
+    refused: dict = field(default_factory=dict)  # HTTP status -> failed publishes it answered
 
     @property
     def achieved_rate(self) -> float:
@@ -41,6 +43,8 @@ async def publish_at_rate(controls: list[Control], targets: list[tuple[str, str]
     sem = asyncio.Semaphore(max_inflight)
     per_target: dict[int, int] = {}
     counts = {"ok": 0, "failed": 0, "error": ""}
+    rtt: list[float] = []
+    refused: dict[int, int] = {}
     tasks: set[asyncio.Task] = set()
 
     async def one(i: int) -> None:
@@ -48,11 +52,15 @@ async def publish_at_rate(controls: list[Control], targets: list[tuple[str, str]
             ti = i % len(targets)
             scope, sid = targets[ti]
             control = controls[(i // len(targets)) % len(controls)] if len(controls) > 1 else controls[0]
+            t = time.perf_counter()
             await control.publish(scope, sid, frames.event(k, start_n + i, pad), timeout=timeout)
+            rtt.append(time.perf_counter() - t)
             counts["ok"] += 1
             per_target[ti] = per_target.get(ti, 0) + 1
         except Exception as e:  # noqa: BLE001 - counted and reported
             counts["failed"] += 1
+            if isinstance(e, ControlError):
+                refused[e.status] = refused.get(e.status, 0) + 1
             counts["error"] = f"{type(e).__name__}: {e}"[:200]
         finally:
             sem.release()
@@ -73,4 +81,4 @@ async def publish_at_rate(controls: list[Control], targets: list[tuple[str, str]
     wall1 = time.time()
     if tasks:
         await asyncio.gather(*tasks, return_exceptions=True)
-    return PublishResult(rate, counts["ok"], counts["failed"], wall0, wall1, per_target, counts["error"])
+    return PublishResult(rate, counts["ok"], counts["failed"], wall0, wall1, per_target, counts["error"], rtt, refused)

@@ -67,6 +67,28 @@ def summary_table(result: dict) -> Table:
     return t
 
 
+def durability_table(d: dict) -> Table:
+    """Rate by rate, the default and --durability 1 side by side, with durable / default."""
+    a, b = d["systems"]
+    t = Table(title=f"durability: {a} vs {b} (same primary + replica), durable / default",
+              title_justify="left")
+    for col in ("events/s", "achieved", "publish p50 ms", "x", "publish p99 ms", "x", "delivery p50 ms", "x",
+                "delivery p99 ms", "failed publishes"):
+        t.add_column(col, justify="right")
+
+    def pair(v: list, fmt: str) -> str:
+        return " / ".join(_num(x, fmt) for x in v)
+
+    for r in d["rows"]:
+        d99 = r["delivery_p99_ms"]
+        t.add_row(_num(r["rate"]), pair(r["achieved"], "{:,.0f}"), pair(r["publish_p50_ms"], "{:.2f}"),
+                  _num(r["publish_p50_ratio"], "{:.2f}"), pair(r["publish_p99_ms"], "{:.2f}"),
+                  _num(r["publish_p99_ratio"], "{:.2f}"), pair(r["delivery_p50_ms"], "{:.1f}"),
+                  _num(r["delivery_p50_ratio"], "{:.2f}"), pair(d99, "{:.1f}"),
+                  pair(r["publish_failed"], "{:,}"))
+    return t
+
+
 def render(result: dict, console: Console | None = None) -> None:
     console = console or Console()
     send = result["floor"].get("send_loop")
@@ -99,6 +121,15 @@ def render(result: dict, console: Console | None = None) -> None:
         if w.get("p99_ms_at_target") is not None:
             console.print(f"  at {w['target_rate']:g} events/s: p50 {_num(w['p50_ms_at_target'], '{:.1f}')} ms, "
                           f"p99 {_num(w['p99_ms_at_target'], '{:.1f}')} ms")
+    if result.get("durability"):
+        console.print(durability_table(result["durability"]))
+        rf = result["durability"].get("redis_floor")
+        if rf:
+            a, b = rf["xadd"], rf["xadd_wait"]
+            console.print(f"  on the primary itself (redis-py, one at a time, {a['count']} each): XADD p50 "
+                          f"{a['p50_ms']:.3f} ms p99 {a['p99_ms']:.3f} ms; XADD + WAIT {rf['replicas']} p50 "
+                          f"{b['p50_ms']:.3f} ms p99 {b['p99_ms']:.3f} ms; WAIT short {rf['short']}")
+        console.print(f"  [dim]{result['durability']['note']}[/]")
     console.print(summary_table(result))
     for text in result.get("warnings", []):
         console.print(f"[yellow]warning:[/] {text}")

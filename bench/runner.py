@@ -21,11 +21,12 @@ from conformance.client import Control
 from scopehub.redis_provision import RedisServer
 
 from . import workloads as wl
+from .durability import durability
 from .floor import floor_driver, redis_floor, start_floor_server
 from .loadgen import WorkerPool
 from .targets import System, given_system, start_system
 
-WORKLOADS = ("floor", "hot_scope", "three_nodes", "many_scopes")
+WORKLOADS = ("floor", "hot_scope", "three_nodes", "many_scopes", "durability")
 
 CAVEAT = ("This machine has {cores} core(s), shared by the nodes, Redis, the load generator's "
           "workers and the publisher: the figures are a lower bound for the server, and a node's "
@@ -95,6 +96,11 @@ async def run(sizes: wl.Sizes, *, nodes: list[str] | None = None, control_token:
                 await _own_nodes(ctx, result, redis, token, only)
             else:
                 await _given_nodes(ctx, result, nodes, token, only)
+            if "durability" in only and nodes is None:
+                found, result["durability"] = await durability(ctx, token)
+                result["workloads"].extend(found)
+            elif "durability" in only:
+                ctx.warn("durability: skipped with --node (it needs a Redis primary with a replica of its own)")
             result["warnings"] = ctx.warnings
     finally:
         await pool.stop()

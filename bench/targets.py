@@ -93,6 +93,7 @@ class System:
     # How a step offers load: None publishes through the control API (bench.publisher); the
     # floor drives its own send loop instead: async (targets, rate, seconds, k, pad) -> PublishResult.
     driver: Callable[..., Awaitable] | None = None
+    extra_pids: dict[str, int | None] = field(default_factory=dict)  # more processes to meter, e.g. a replica
 
     @property
     def nodes(self) -> int:
@@ -102,7 +103,7 @@ class System:
         pids = {f"node-{i + 1}": pid for i, pid in enumerate(self.pids)}
         if self.redis_pid:
             pids["redis"] = self.redis_pid
-        return pids
+        return {**pids, **self.extra_pids}
 
     async def load_world(self, world: BenchWorld) -> str:
         """Install the fixture world on every node and return an auth cookie for its user."""
@@ -122,7 +123,7 @@ NODE_FLAGS = ("--ping-interval", "600", "--pong-timeout", "900")
 
 async def start_system(session: aiohttp.ClientSession, relay: str, nodes: int, token: str, *,
                        redis_url: str | None = None, redis_pid: int | None = None,
-                       node_flags: tuple[str, ...] = ()) -> System:
+                       node_flags: tuple[str, ...] = (), label: str | None = None) -> System:
     spec = ClusterSpec(nodes=nodes, relay=relay, redis_url=redis_url, control_token=token,
                        node_flags=NODE_FLAGS + tuple(node_flags))
     if relay != "memory" and not redis_url:
@@ -130,7 +131,7 @@ async def start_system(session: aiohttp.ClientSession, relay: str, nodes: int, t
     cluster = Cluster(spec)
     await cluster.start()
     controls = [Control(session, u, token) for u in cluster.urls]
-    return System(label=f"{relay} x{nodes}", relay=relay, urls=list(cluster.urls), controls=controls,
+    return System(label=label or f"{relay} x{nodes}", relay=relay, urls=list(cluster.urls), controls=controls,
                   pids=[n.pid for n in cluster.nodes], redis_pid=redis_pid if relay != "memory" else None,
                   cluster=cluster)
 

@@ -56,6 +56,12 @@ class Sizes:
     w3_on_memory: bool = True
     redis_floor_n: int = 2000  # sequential XADD (and XREAD) round trips
     redis_floor_s: float = 3.0  # seconds of XADD -> XREAD BLOCK at 1,000/s
+    # durability: streams nodes on a primary with one replica, --durability 0 and 1 step by step
+    dur_nodes: int = 3
+    dur_scopes: int = 4
+    dur_subs: int = 25
+    dur_rates: tuple[float, ...] = (100, 250, 500, 1000, 2000)
+    dur_floor_n: int = 2000  # sequential XADD and XADD + WAIT round trips on the primary
     blast_frames: int = 20  # floor: frames per connection in the server-side blast
 
 
@@ -64,7 +70,7 @@ QUICK = Sizes(connections=200, rates=(100, 400, 1600), step_s=1.0, drain_s=2.0, 
               w2_scopes=2, w2_subs=50, w2_rates=(200,), w2_target_rate=200.0,
               w3_scopes=100, w3_subs=2, w3_connections=100, w3_rates=(200,),
               workers=2, w1_relays=("memory", "streams"), scaling_relays=("memory",), w3_on_memory=False,
-              redis_floor_n=300,
+              redis_floor_n=300, dur_scopes=2, dur_subs=25, dur_rates=(100, 400), dur_floor_n=300,
               redis_floor_s=1.0, blast_frames=5)
 
 
@@ -183,6 +189,10 @@ async def run_step(ctx: Context, system: System, targets: list[tuple[str, str]],
     # nodes. On a shared machine a node gets what the others leave it; this figure does not care.
     step["deliveries_per_node_cpu_s"] = (delivered_rate / step["nodes_cpu_total"]
                                          if step["nodes_cpu_total"] > 0 else None)
+    # The control API publish call's round trip (acknowledged publishes only), and refusals by status.
+    rtt = stats.exact_percentiles(res.rtt_s)
+    step["publish_p50_ms"], step["publish_p99_ms"] = rtt["p50_ms"], rtt["p99_ms"]
+    step["publish_refused"] = {str(status): n for status, n in sorted(res.refused.items())}
     if res.error:
         step["publish_error"] = res.error
     busy = [i for i, c in enumerate(worker_cpu) if c > WORKER_BUSY]
@@ -231,8 +241,10 @@ async def _health(session: aiohttp.ClientSession, system: System) -> list[dict]:
                 doc = await r.json() if r.status == 200 else {}
         except (aiohttp.ClientError, asyncio.TimeoutError, ValueError):
             doc = {}
-        out.append({k: doc.get(k) for k in ("active_connections", "messages_sent_total", "slow_evictions_total",
-                                            "messages_dropped_total")})
+        h = {k: doc.get(k) for k in ("active_connections", "messages_sent_total", "slow_evictions_total",
+                                     "messages_dropped_total")}
+        h["durability_shortfalls"] = (doc.get("redis") or {}).get("durability_shortfalls")
+        out.append(h)
     return out
 
 

@@ -22,7 +22,8 @@ def register(sub) -> None:
                        description="Benchmark the reference: one hot scope on one node (memory and streams "
                        "relays) at a rising publish rate, three nodes through Redis (streams vs sharded), "
                        "many scopes with few subscribers; and, in the same run, the floor: a bare aiohttp "
-                       "send loop over the same connections and raw Redis XADD/XREAD round trips. Writes a "
+                       "send loop over the same connections and raw Redis XADD/XREAD round trips; and what --durability 1 "
+                       "costs a publish (streams nodes on a primary with one replica, side by side with the default). Writes a "
                        "table, bench.json and latency_throughput.png. Without --node it starts its own "
                        "nodes and a redis-server of its own.")
     p.add_argument("--quick", action="store_true", help="small sizes for a CI smoke run (~30 s)")
@@ -30,7 +31,7 @@ def register(sub) -> None:
     p.add_argument("--node", metavar="URL", action="append", default=[],
                    help="benchmark this running node instead of starting nodes (repeatable; needs --control-token)")
     p.add_argument("--control-token", metavar="T", help="control API token of the --node nodes")
-    p.add_argument("--only", action="append", choices=("floor", "hot_scope", "three_nodes", "many_scopes"),
+    p.add_argument("--only", action="append", choices=("floor", "hot_scope", "three_nodes", "many_scopes", "durability"),
                    help="run only these parts (repeatable; default: all)")
     p.add_argument("--connections", type=_count, help="subscribers of the hot scope (default 1000, --quick 200)")
     p.add_argument("--workers", type=_count, help="load generator processes (default 2)")

@@ -15,6 +15,7 @@ import struct
 from urllib.parse import urlsplit
 
 import aiohttp
+import psutil
 import pytest
 from aiohttp import WSMsgType
 from aiohttp._websocket.writer import WebSocketWriter
@@ -49,7 +50,7 @@ def _positive_step(step: dict) -> None:
 
 
 async def test_bench_machinery_on_tiny_sizes_writes_json_and_plot(tmp_path):
-    result = await runner.run(TINY, quick=True)
+    result = await runner.run(TINY, quick=True, only=tuple(w for w in runner.WORKLOADS if w != "durability"))
     assert set(result) >= {"meta", "floor", "workloads", "warnings"}
     assert result["meta"]["machine"]["cores"] >= 1 and "caveat" in result["meta"]
 
@@ -89,6 +90,73 @@ async def test_bench_machinery_on_tiny_sizes_writes_json_and_plot(tmp_path):
     text = io.StringIO()
     report.render(result, Console(file=text, width=200))
     assert "summary" in text.getvalue() and "floor" in text.getvalue()
+
+
+# -- durability (issue 17): --durability 1 side by side with the default ---------------------------
+
+TINY_DURABILITY = Sizes(step_s=0.6, drain_s=2.0, workers=1, dur_nodes=1, dur_scopes=1, dur_subs=4,
+                        dur_rates=(20, 40), dur_floor_n=30)
+
+
+def _gone(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
+@pytest.mark.req("NODE-3")
+async def test_durability_workload_measures_both_systems_on_one_primary_with_a_replica():
+    result = await runner.run(TINY_DURABILITY, only=("durability",), quick=True)
+    assert [(w["workload"], w["system"], w["durability"]) for w in result["workloads"]] == [
+        ("durability", "streams x1", 0), ("durability", "streams x1 durability=1", 1)]
+    for w in result["workloads"]:
+        assert [st["offered_events_per_s"] for st in w["steps"]] == [20, 40]
+        for step in w["steps"]:
+            _positive_step(step)
+            assert step["publish_failed"] == 0 and step["publish_refused"] == {}  # an online replica: no 503
+            assert 0 < step["publish_p50_ms"] <= step["publish_p99_ms"]
+            assert set(step["node_cpu"]) == {"node-1", "redis", "redis-replica"}
+        assert all(h["durability_shortfalls"] == 0 for h in w["health"])
+    d = result["durability"]
+    assert d["systems"] == ["streams x1", "streams x1 durability=1"] and "replica" in d["store"]
+    assert [r["rate"] for r in d["rows"]] == [20, 40]
+    rf = d["redis_floor"]
+    assert rf["short"] == 0 and rf["xadd"]["count"] == rf["xadd_wait"]["count"] == 30
+    assert 0 < rf["xadd"]["p50_ms"] and 0 < rf["xadd_wait"]["p50_ms"]
+    for r in d["rows"]:
+        assert r["publish_failed"] == [0, 0] and r["publish_p50_ratio"] > 0 and r["delivery_p50_ratio"] > 0
+    assert len(d["pids"]) == 4 and all(_gone(pid) for pid in d["pids"].values())  # all stopped by PID
+    text = io.StringIO()
+    report.render(result, Console(file=text, width=200))
+    assert all(w in text.getvalue() for w in ("durable / default", "loopback", "XADD + WAIT 1"))
+
+
+async def test_durability_workload_stops_what_it_started_when_a_system_fails(monkeypatch):
+    from bench import durability as dur
+    from bench.targets import start_system
+
+    started: dict[str, int] = {}
+
+    class Store(dur.ReplicatedRedis):
+        def start(self):
+            super().start()
+            started.update(self.pids)
+            return self
+
+    async def second_fails(*args, node_flags=(), **kw):
+        if node_flags == ("--durability", "1"):
+            raise OSError("no second system")
+        sys_ = await start_system(*args, node_flags=node_flags, **kw)
+        started["node"] = sys_.pids[0]
+        return sys_
+
+    monkeypatch.setattr(dur, "ReplicatedRedis", Store)
+    monkeypatch.setattr(dur, "start_system", second_fails)
+    with pytest.raises(OSError, match="no second system"):
+        await runner.run(TINY_DURABILITY, only=("durability",), quick=True)
+    assert set(started) == {"redis", "redis-replica", "node"}
+    assert all(_gone(pid) for pid in started.values())
 
 
 @pytest.mark.parametrize("argv,words", [
