@@ -158,6 +158,7 @@ def summarize(records: Iterable[dict], *, t0: float, publish_end: float, node_na
         # acknowledged events that no connection ever received although some client held the
         # scope: lost by the store (a failover without durability), not merely missed by a client
         "lost_acknowledged": len(owed - received_any), "owed_events": len(owed),
+        "lost_acknowledged_first": sorted(owed - received_any, key=lambda e: pub[e]["t"])[:10],
         "latency_ms": {"p50": _pct(lat, 50), "p95": _pct(lat, 95), "p99": _pct(lat, 99), "max": lat[-1] if lat else None},
         "resumes": resumes,
         "replay_latency_ms": {"p50": _pct(replay, 50), "p99": _pct(replay, 99), "max": round(replay[-1], 2) if replay else None},
