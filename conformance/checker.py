@@ -1029,6 +1029,7 @@ class Checker:
                 continue  # the connection ended before the replay was due
             lo = bisect.bisect_right(tinvs, since_ev.t_out)
             hi = bisect.bisect_left(tinvs, op.ack_t, lo)
+            lied = False
             for i in range(lo, hi):
                 ev = evs[i]
                 if ev.status != E_OK or ev is since_ev:
@@ -1041,6 +1042,9 @@ class Checker:
                 if self._slow_close_excuse(c, op.ack_t if pz is None else pz):
                     n["excused_slow_close"] += 1
                     continue
+                if not lied:  # resumes answered recovered=true that missed an event (a lie)
+                    lied = True
+                    n["resumes_lying"] += 1
                 self.anoms.add(
                     "REP-3", "lying_recovered", c, ev,
                     lambda: f"conn {c.cid} resumed {p.skey} since {op.since!r} ({since_ev.eid}) and got "
@@ -1298,7 +1302,7 @@ class Checker:
         counts = {k: n.get(k, 0) for k in (
             "events", "acknowledged", "indeterminate", "failed", "connections", "deliveries",
             "due", "due_replay", "late_deliveries", "excused_slow_close", "resumes",
-            "resumes_unknown_since", "cross_node_deliveries", "unattributed_deliveries",
+            "resumes_unknown_since", "resumes_true", "resumes_false", "resumes_lying", "cross_node_deliveries", "unattributed_deliveries",
             "recorder_errors", "malformed_records", "unknown_records", "excused_by_fault")}
         counts["records"] = self.line
         counts["checked_events"] = counts["events"]

@@ -34,7 +34,8 @@ RECORD_TYPES = frozenset({INVOKE, OK, FAIL, INFO, RECV, CLOSE, PAUSE, RESUME, ME
 #: the contract's liveness bound; a node cut off from its store, or a store that was down,
 #: within NODE-3's 10 s
 STALLS = {"pause_node": "liveness", "kill_node": "liveness", "restart_node": "liveness",
-          "link_cut": "store", "link_latency": "store", "restart_redis": "store", "pause_redis": "store"}
+          "link_cut": "store", "link_latency": "store", "restart_redis": "store", "pause_redis": "store",
+          "failover": "store", "reshard": "store"}
 STORE_RECOVERY_S = 10.0
 PUBLISH, CONNECT, SUBSCRIBE, UNSUBSCRIBE = "publish", "connect", "subscribe", "unsubscribe"
 OPERATIONS = frozenset({PUBLISH, CONNECT, SUBSCRIBE, UNSUBSCRIBE})

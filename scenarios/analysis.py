@@ -37,6 +37,7 @@ def summarize(records: Iterable[dict], *, t0: float, publish_end: float, node_na
     wanted: dict[str, dict] = defaultdict(dict)  # logical client -> scope -> when first held
     left: dict[str, set] = defaultdict(set)  # scopes it unsubscribed from at some point (churn)
     got: dict[str, set] = defaultdict(set)
+    received_any: set = set()  # event ids some connection received
     seen_on_conn: dict[str, set] = defaultdict(set)
     duplicated = 0
     latency: list[list[float]] = []
@@ -115,6 +116,7 @@ def summarize(records: Iterable[dict], *, t0: float, publish_end: float, node_na
                 continue
             if eid not in got[key]:
                 got[key].add(eid)
+                received_any.add(eid)
                 latency.append([round(t - t0, 3), round((t - p["t"]) * 1000, 2)])
                 node = node_names.get(conn_info.get(conn, (None, None, None))[2], "?")
                 node_buckets[node][int(t - t0)] += 1
@@ -124,6 +126,7 @@ def summarize(records: Iterable[dict], *, t0: float, publish_end: float, node_na
     # acked subscriptions it never left; global always), published after it first connected.
     # Scopes it churned in and out of are judged by the checker (DEL-1, DEL-5), not counted here.
     expected = delivered = 0
+    owed: set = set()  # acknowledged events some client held the scope for
     by_scope: dict[tuple, list[tuple[float, str, str | None]]] = defaultdict(list)
     for eid, p in pub.items():
         if p["ok_t"] is not None and not p["warm"] and p["t"] <= publish_end:
@@ -139,6 +142,7 @@ def summarize(records: Iterable[dict], *, t0: float, publish_end: float, node_na
                 if t >= since and not (exclude and exclude == ws):
                     expected += 1
                     delivered += eid in got[key]
+                    owed.add(eid)
     lat = sorted(x[1] for x in latency)
     # Replay: from the resume request to the last missed frame; catch-up adds the outage before it
     # (the cut, the client's back-off and its reconnect), which the server does not control.
@@ -151,6 +155,10 @@ def summarize(records: Iterable[dict], *, t0: float, publish_end: float, node_na
         "delivery_ratio": round(delivered / expected, 6) if expected else None,
         "expected_deliveries": expected, "delivered": delivered, "lost": expected - delivered,
         "duplicated": duplicated,
+        # acknowledged events that no connection ever received although some client held the
+        # scope: lost by the store (a failover without durability), not merely missed by a client
+        "lost_acknowledged": len(owed - received_any), "owed_events": len(owed),
+        "lost_acknowledged_first": sorted(owed - received_any, key=lambda e: pub[e]["t"])[:10],
         "latency_ms": {"p50": _pct(lat, 50), "p95": _pct(lat, 95), "p99": _pct(lat, 99), "max": lat[-1] if lat else None},
         "resumes": resumes,
         "replay_latency_ms": {"p50": _pct(replay, 50), "p99": _pct(replay, 99), "max": round(replay[-1], 2) if replay else None},
@@ -167,6 +175,22 @@ def summarize(records: Iterable[dict], *, t0: float, publish_end: float, node_na
         "resumes": resume_series,
     }
     return summary, series
+
+
+def resume_honesty(checked) -> dict:
+    """The checker's judgement of resumes: recovered true that missed an event (REP-3's
+    lying_recovered: a lie), and REP-4 (recovered false replayed nothing), with their counts."""
+    def status(rid):
+        v = checked.verdicts.get(rid)
+        return (v.status.value if hasattr(v.status, "value") else str(v.status)) if v is not None else None
+
+    def violations(rid):
+        v = checked.verdicts.get(rid)
+        return v.violations if v is not None else None
+    n = checked.counts
+    return {"recovered_true": n.get("resumes_true", 0), "recovered_false": n.get("resumes_false", 0),
+            "lying": n.get("resumes_lying", 0), "rep3": status("REP-3"), "rep4": status("REP-4"),
+            "rep4_violations": violations("REP-4")}
 
 
 #: faults after which a node's connections are expected to be gone: the node died or restarted

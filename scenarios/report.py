@@ -373,9 +373,37 @@ def _summary_rows(summary: dict) -> list[tuple[str, str]]:
          _joined([_ms(rep.get(k)) for k in ("p50", "p99", "max")])),
         ("catch-up p50 / p99 / max (connection lost to last missed frame)",
          _joined([_ms((summary.get("catch_up_ms") or {}).get(k)) for k in ("p50", "p99", "max")])),
+        *_store_rows(summary),
         ("history lines", _fmt(summary.get("history_lines"))),
         ("checker time", _fmt(summary.get("checker_seconds"), "{:,.2f} s")),
     ]
+
+
+def _store_rows(summary: dict) -> list[tuple[str, str]]:
+    """Acknowledged events the store lost, the honesty of resumes, and the Redis Cluster faults."""
+    rows = []
+    if "lost_acknowledged" in summary:
+        rows.append(("acknowledged events lost (no connection holding the scope received them)",
+                     f"{_fmt(summary.get('lost_acknowledged'))} of {_fmt(summary.get('owed_events'))}"))
+    h = summary.get("resume_honesty")
+    if h:
+        rows.append(("resumes recovered true / of them lying (missed an event) / REP-3",
+                     _joined([_fmt(h.get("recovered_true")), _fmt(h.get("lying")), str(h.get("rep3") or NO_DATA)])))
+        rows.append(("resumes recovered false / REP-4 violations / REP-4",
+                     _joined([_fmt(h.get("recovered_false")), _fmt(h.get("rep4_violations")), str(h.get("rep4") or NO_DATA)])))
+    rows += [(f"{f.get('kind')} of {f.get('target')} at t={_fmt(f.get('start'), '{:.1f}')} s", store_fault_text(f))
+             for f in summary.get("store_faults") or ()]
+    return rows
+
+
+def store_fault_text(f: dict) -> str:
+    if f.get("kind") == "failover":
+        return (f"replica {f.get('promoted') or 'none'} promoted after {_fmt(f.get('promoted_after_s'), '{:.2f} s')}, "
+                f"old primary {f.get('old')} back as a replica after {_fmt(f.get('rejoined_after_s'), '{:.2f} s')}")
+    if f.get("kind") == "reshard":
+        return (f"{_fmt(f.get('slots'))} slots from primary {f.get('from')} to {f.get('to')} in "
+                f"{_fmt(f.get('took_s'), '{:.2f} s')}" + ("" if f.get("ok") else " (did not complete)"))
+    return ""
 
 
 def _summary_html(summary: dict) -> str:
@@ -499,6 +527,15 @@ def print_summary(console: Console, *, meta: dict, summary: dict, verdicts: list
     meta, summary, verdicts = meta or {}, summary or {}, verdicts or []
     console.print(verdicts_table(verdicts, title=f"scenario {meta.get('scenario', '?')}: verdicts"))
     console.print(figures_table(summary))
+    h = summary.get("resume_honesty") or {}
+    if summary.get("store_faults") or summary.get("lost_acknowledged"):
+        console.print(f"acknowledged events lost: {_fmt(summary.get('lost_acknowledged'))} of "
+                      f"{_fmt(summary.get('owed_events'))}; resumes recovered true {_fmt(h.get('recovered_true'))} "
+                      f"(lying {_fmt(h.get('lying'))}, REP-3 {h.get('rep3')}), recovered false "
+                      f"{_fmt(h.get('recovered_false'))} (REP-4 {h.get('rep4')})", highlight=False)
+    for f in summary.get("store_faults") or ():
+        console.print(f"{f.get('kind')} of {f.get('target')} at t={_fmt(f.get('start'), '{:.1f}')} s: "
+                      f"{store_fault_text(f)}", highlight=False)
     overall = overall_verdict(verdicts)
     colour = "bold green" if overall == "PASS" else "bold red"
     failed = [str(v.get("id")) for v in verdicts if v.get("status") == "fail"]

@@ -216,6 +216,10 @@ async def simulate(sc: Scenario, out_dir: str, *, seed: int, redis: str | None, 
         v = checked.verdicts.get(rid)
         summary[figure] = v.violations if v is not None and v.status in ("pass", "fail") else None
     summary["excused_by_fault"] = checked.counts.get("excused_by_fault", 0)  # deliveries a fault made impossible
+    summary["resume_honesty"] = analysis.resume_honesty(checked)
+    summary["store_faults"] = [{"kind": w.kind, "target": w.target, "start": round(w.start, 2),
+                                "end": round(w.end, 2) if w.end is not None else None, **w.figures}
+                               for w in nemesis.windows if w.figures]
     summary["checker_seconds"] = round(checker_s, 2)
     summary["history_lines"] = lines
     found = [decide(rid, claimed=caps, profile="default", checked=checked.verdicts.get(rid), checked_by="history",

@@ -22,6 +22,9 @@ FAULT_KINDS = {
     "link_cut": "cut one node off from Redis for the window",
     "client_jitter": "cut clients' sockets at random (every ~period_s, for ~down_s) during the window",
     "slow_readers": "make a fraction of clients stop reading for the window",
+    "failover": "SIGSTOP a Redis Cluster primary (primary = i) for the window, until a replica is promoted; "
+                "then SIGCONT it and wait until it is back as a replica",
+    "reshard": "move `slots` slots from one Redis Cluster primary to another while traffic flows",
 }
 DEFAULT_CHECKS = CHECKER_IDS  # what the history checker judges (the registry says which)
 
@@ -29,6 +32,11 @@ DEFAULT_CHECKS = CHECKER_IDS  # what the history checker judges (the registry sa
 # Faults on the one Redis, or on a node's single link to it (a proxy, which a Redis Cluster's
 # redirections would bypass): not yet for a Redis Cluster.
 CLUSTER_UNSUPPORTED = ("restart_redis", "pause_redis", "link_latency", "link_cut")
+# Faults on a Redis Cluster's own nodes: only with one (redis.cluster).
+CLUSTER_ONLY = ("failover", "reshard")
+# A failover needs the node timeout (2 s) to pass and an election to be won before the old primary
+# may come back: a shorter freeze would only be a pause.
+FAILOVER_MIN_S = 4.0
 
 
 def _cluster_size(text: str) -> bool:
@@ -53,6 +61,8 @@ class Fault:
     fraction: float = 0.1
     period_s: float = 15.0
     down_s: float = 2.0
+    primary: int = 0  # failover: which primary; reshard: the one slots move from
+    slots: int = 1000  # reshard: how many slots move
 
 
 @dataclass
@@ -147,6 +157,10 @@ class _Reader:
             raise ScenarioError(f"{self._key(sorted(self.t)[0])}: unknown key")
 
 
+def _primaries(s: "Scenario") -> int:
+    return parse_cluster_spec(s.redis_cluster)[0] if s.redis_cluster is not None else 1
+
+
 def _num(*, lo: float | None = None, hi: float | None = None):
     return lambda v: (lo is None or v >= lo) and (hi is None or v <= hi)
 
@@ -235,6 +249,11 @@ def parse(doc: dict, source: str = "") -> Scenario:
         fault.fraction = float(fr.get("fraction", (int, float), 0.1, check=_num(lo=0, hi=1), expect="a fraction 0..1"))
         fault.period_s = float(fr.get("period_s", (int, float), 15.0, check=_num(lo=0.1), expect="seconds > 0"))
         fault.down_s = float(fr.get("down_s", (int, float), 2.0, check=_num(lo=0), expect="seconds >= 0"))
+        if kind in CLUSTER_ONLY:
+            fault.primary = fr.get("primary", int, 0, check=_num(lo=0, hi=_primaries(s) - 1),
+                                   expect=f"a primary index 0..{_primaries(s) - 1}")
+        if kind == "reshard":
+            fault.slots = fr.get("slots", int, 1000, check=_num(lo=1, hi=16383), expect="a number of slots 1..16383")
         fr.done()
         if fault.at >= s.duration_s:
             raise ScenarioError(f"faults[{i}].at: expected a time before duration_s ({s.duration_s:g})")
@@ -242,6 +261,13 @@ def parse(doc: dict, source: str = "") -> Scenario:
             raise ScenarioError(f"faults[{i}].kind: {kind} is not supported with a Redis Cluster (redis.cluster) yet")
         if kind in ("restart_redis", "pause_redis") and s.redis != "auto":
             raise ScenarioError(f"faults[{i}].kind: {kind} needs cluster.redis = \"auto\" (a Redis the simulator started)")
+        if kind in CLUSTER_ONLY and s.redis_cluster is None:
+            raise ScenarioError(f"faults[{i}].kind: {kind} needs a Redis Cluster (redis.cluster = \"3:1\")")
+        if kind == "failover" and parse_cluster_spec(s.redis_cluster)[1] < 1:
+            raise ScenarioError(f"faults[{i}].kind: failover needs replicas to promote: redis.cluster = \"M:R\" with R >= 1")
+        if kind == "failover" and fault.duration < FAILOVER_MIN_S:
+            raise ScenarioError(f"faults[{i}].duration: failover freezes the primary until a replica is promoted "
+                                f"(node timeout 2 s plus an election): expected seconds >= {FAILOVER_MIN_S:g}")
         if kind in ("pause_redis", "pause_node") and fault.duration <= 0:
             raise ScenarioError(f"faults[{i}].duration: {kind} needs a window: expected seconds > 0")
         s.faults.append(fault)

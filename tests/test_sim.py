@@ -18,6 +18,8 @@ from scenarios.spec import ScenarioError, builtin, catalogue, load, parse
 
 CATALOGUE = ["smoke", "node-crash", "redis-restart", "redis-freeze", "node-stall", "relay-partition", "slow-consumers", "reconnect-storm",
              "subscription-churn", "hot-scope", "many-scopes"]
+# on a local Redis Cluster, run in short form by tests/test_redis_cluster_faults.py
+CLUSTER_CATALOGUE = ["redis-cluster", "redis-failover", "redis-failover-durable"]
 
 
 class _Quiet:
@@ -38,7 +40,7 @@ def _short(name: str, **over):
 
 
 def test_the_catalogue_is_complete():
-    assert sorted(catalogue()) == sorted(CATALOGUE)
+    assert sorted(catalogue()) == sorted(CATALOGUE + CLUSTER_CATALOGUE)
 
 
 @pytest.mark.parametrize("doc, key", [

@@ -13,7 +13,7 @@ from urllib.parse import urlsplit
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
-from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import AskError, ClusterDownError, MovedError, RedisError, ResponseError, TryAgainError
 from ulid import ULID
 
 from .. import events, positions
@@ -24,6 +24,14 @@ log = logging.getLogger("scopehub.relay")
 
 # Errors after which a reader reconnects: the store went away or stopped answering.
 TRANSIENT = (RedisError, OSError, asyncio.TimeoutError)
+
+
+def redirected(e: BaseException) -> bool:
+    """A Redis Cluster reply saying the key's slot is served elsewhere now, or is being promoted:
+    MOVED, ASK, CLUSTERDOWN, TRYAGAIN. redis-py turns them into these classes and strips the word
+    from the message ("MOVED 13851 host:port" reads "13851 host:port"), so the class decides."""
+    return isinstance(e, (MovedError, AskError, ClusterDownError, TryAgainError)) or (
+        isinstance(e, ResponseError) and str(e).startswith(("MOVED", "ASK", "CLUSTERDOWN", "TRYAGAIN")))
 PAGE = 500  # entries per XRANGE of a replay
 # AZ-5: revocations travel through one stream every node reads from its own cursor, so a node
 # whose reader was cut off (a store outage, a failed task) still applies every revocation made
@@ -286,7 +294,7 @@ class RedisRelay(Broadcaster):
         try:
             entry_id, acked = await pipe.execute()
         except ResponseError as e:
-            if self.settings.cluster and str(e).startswith(("MOVED", "ASK")):
+            if self.settings.cluster and redirected(e):
                 await self.write.nodes_manager.initialize()  # the slot moved: the next publish finds it
             raise
         if acked < self.settings.durability:

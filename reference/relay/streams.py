@@ -24,7 +24,7 @@ from redis.exceptions import ResponseError
 
 from .. import positions
 from . import scripts
-from .base import PAGE, TRANSIENT, Backoff, RedisRelay, RelaySettings, crossed_epochs, epoch_key, new_client, now_entry_id
+from .base import PAGE, TRANSIENT, Backoff, RedisRelay, RelaySettings, crossed_epochs, epoch_key, new_client, now_entry_id, redirected
 
 log = logging.getLogger("scopehub.relay.streams")
 
@@ -266,7 +266,7 @@ class StreamsRelay(RedisRelay):
                 finally:
                     slot.blocked = False
             except ResponseError as e:
-                if str(e).startswith(("MOVED", "ASK", "CLUSTERDOWN", "TRYAGAIN")):
+                if redirected(e):
                     slot.moved = True  # the tag's slot lives elsewhere now (or is being promoted)
                     self.reader_failed(id(slot), e)
                     await backoff.wait()
