@@ -32,6 +32,8 @@ def redirected(e: BaseException) -> bool:
     from the message ("MOVED 13851 host:port" reads "13851 host:port"), so the class decides."""
     return isinstance(e, (MovedError, AskError, ClusterDownError, TryAgainError)) or (
         isinstance(e, ResponseError) and str(e).startswith(("MOVED", "ASK", "CLUSTERDOWN", "TRYAGAIN")))
+
+
 PAGE = 500  # entries per XRANGE of a replay
 # AZ-5: revocations travel through one stream every node reads from its own cursor, so a node
 # whose reader was cut off (a store outage, a failed task) still applies every revocation made
