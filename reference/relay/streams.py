@@ -65,6 +65,7 @@ class _Slot:
     blocked: bool = False  # a read is in flight
     unblocking: bool = False  # and a CLIENT UNBLOCK for it has been sent
     moved: bool = False  # cluster: find the tag's owner again before the next read
+    waker: object | None = None  # cluster: a client of the same server, for CLIENT UNBLOCK
     reissued: list[asyncio.Future] = field(default_factory=list)  # wait for a read without a closed key
 
 
@@ -101,19 +102,24 @@ class StreamsRelay(RedisRelay):
 
     async def _close_clients(self) -> None:
         for slot in self.slots:
-            if slot.client is not None:
-                await slot.client.aclose()
+            for client in (slot.client, slot.waker):
+                if client is not None:
+                    await client.aclose()
 
     async def _point_at_owner(self, slot: _Slot) -> None:
         """Cluster: connect the slot to the node that owns its tag now (after a failover or a
         resharding, the topology is read again first)."""
         await self.write.nodes_manager.initialize()
         node = self.write.get_node_from_key(f"{{r{slot.index}}}")
-        old, slot.client = slot.client, new_client(f"redis://{node.host}:{node.port}", read_timeout=self._read_timeout)
+        url = f"redis://{node.host}:{node.port}"
+        old = (slot.client, slot.waker)
+        slot.client = new_client(url, read_timeout=self._read_timeout)
+        slot.waker = new_client(url, read_timeout=2.0, max_connections=2)  # CLIENT UNBLOCK goes to the same server
         slot.client_id = None
         slot.needs_group.update(slot.streams)  # the owner may have changed: repair from the cursors
-        if old is not None:
-            await self._best_effort(old.aclose())
+        for client in old:
+            if client is not None:
+                await self._best_effort(client.aclose())
 
     # -- first / last subscriber ----------------------------------------------------------------
     def _lock(self, scope: tuple[str, str]) -> asyncio.Lock:
@@ -185,8 +191,10 @@ class StreamsRelay(RedisRelay):
         # One CLIENT UNBLOCK per blocked read, however many scopes open or close meanwhile.
         if slot.client_id is not None and slot.blocked and not slot.unblocking:
             slot.unblocking = True
-            # through the slot's own client: another connection to the same node as the read
-            await self._best_effort(slot.client.client_unblock(slot.client_id))
+            # from another client connected to the read's server: the slot's own pool must only
+            # ever hold its reading connection, or the id it asked for may not be the one reading
+            waker = slot.waker if self.settings.cluster else self.write
+            await self._best_effort(waker.client_unblock(slot.client_id))
 
     def cursor(self, scope_type, scope_id):
         slot = self._open.get((scope_type, scope_id))
