@@ -170,7 +170,7 @@ def _failing(result):
 @needs_binary
 @pytest.mark.heavy
 def test_redis_cluster_scenario_passes_through_a_reshard(tmp_path):
-    result = _run("redis-cluster", 10.0, tmp_path)
+    result = _run("redis-cluster", 7.0, tmp_path)
     assert result.passed, _failing(result)
     (reshard,) = result.summary["store_faults"]
     assert reshard["kind"] == "reshard" and reshard["ok"] and reshard["slots"] == 1000
@@ -179,7 +179,9 @@ def test_redis_cluster_scenario_passes_through_a_reshard(tmp_path):
 
 @needs_binary
 @pytest.mark.heavy
-@pytest.mark.parametrize("name", ["redis-failover", "redis-failover-durable"])
+# the durable run judges the same machinery more strictly (nothing acknowledged lost): the other
+# one is in the slow tier, to keep the CI run short
+@pytest.mark.parametrize("name", [pytest.param("redis-failover", marks=pytest.mark.slow), "redis-failover-durable"])
 def test_redis_failover_scenarios_keep_resumes_honest(name, tmp_path):
     result = _run(name, 14.0, tmp_path)
     assert result.passed, _failing(result)
