@@ -15,6 +15,7 @@ each target once per pytest session for every case test that asks for it."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import shlex
 import sys
 from dataclasses import dataclass
@@ -97,3 +98,15 @@ async def run_suites(runs: list[tuple[TargetSpec, list[Case]]], redis_url: str, 
         async with gate:
             return spec.name, await run_suite(spec, cases, redis_url, quick=quick)
     return dict(await asyncio.gather(*(one(spec, cases) for spec, cases in runs)))
+
+
+@contextlib.contextmanager
+def local_redis_cluster(primaries: int = 3, replicas: int = 1):
+    """A local Redis Cluster of our own (scopehub.redis_provision), stopped by PID afterwards."""
+    from scopehub.redis_provision import RedisClusterServer
+
+    server = RedisClusterServer(primaries, replicas)
+    try:
+        yield server.start()
+    finally:
+        server.stop()

@@ -18,8 +18,9 @@ from scenarios.redis_faults import role
 from scenarios.sim import simulate
 from scenarios.spec import ScenarioError, builtin, load, parse
 from scopehub.cluster import Cluster, ClusterSpec
-from scopehub.redis_provision import CLUSTER_SLOTS, RedisClusterServer
+from scopehub.redis_provision import CLUSTER_SLOTS
 from reference.relay.streams import stream_key
+from targets import local_redis_cluster
 
 needs_binary = pytest.mark.skipif(not shutil.which("redis-server"), reason="no redis-server binary")
 
@@ -68,12 +69,9 @@ class _Cluster:  # what the nemesis needs of scenarios.sim.SimCluster for store 
 
 
 @pytest.fixture
-def cluster_3_1():
-    server = RedisClusterServer(3, 1)
-    try:
-        yield server.start()
-    finally:
-        server.stop()
+def cluster_3_1():  # per test: a failover changes who is primary
+    with local_redis_cluster(3, 1) as cluster:
+        yield cluster
 
 
 @needs_binary

@@ -20,6 +20,7 @@ from scopehub.redis_provision import (
     parse_cluster_spec,
     provision_cluster,
 )
+from targets import local_redis_cluster
 
 needs_binary = pytest.mark.skipif(not shutil.which("redis-server"), reason="no redis-server binary")
 
@@ -38,11 +39,8 @@ def client(url: str) -> redis.Redis:
 
 @pytest.fixture(scope="module")
 def cluster_3_1():
-    server = RedisClusterServer(3, 1)
-    try:
-        yield server.start()
-    finally:
-        server.stop()
+    with local_redis_cluster(3, 1) as cluster:
+        yield cluster
 
 
 # ---- the size

@@ -31,6 +31,21 @@ async def _client(session, url, control, user, workspace) -> WsClient:
     return await WsClient.connect(session, url, workspace_id=workspace, token=await control.token(user))
 
 
+async def _seen(session, h, world) -> dict:
+    """alice holds task A on node 1 and receives one event, then leaves: the event's publish answer."""
+    c = await _client(session, h.urls[0], h.controls[0], world.alice, world.ws_a)
+    await c.subscribe("task", world.task_a)
+    seen = await h.controls[0].publish("task", world.task_a, {"type": "seen"})
+    await c.wait_for(_is(seen["event_id"]))
+    await c.close()
+    return seen
+
+
+def _key(relay: str, world) -> str:
+    """The stream that holds task A's events."""
+    return stream_key("task", world.task_a) if relay == "streams" else shard_key(shard_of("task", world.task_a, 8))
+
+
 async def _publish_n(control, scope, sid, n, tag="missed") -> list[dict]:
     return [await control.publish(scope, sid, {"type": tag, "n": i}) for i in range(n)]
 
@@ -180,8 +195,7 @@ async def test_retention_boundary_matches_what_redis_retains(relay, start_cluste
             await c.wait_for(_is(seen["event_id"]))
             await c.close()
             gap = await _publish_n(h.controls[2], "task", world.task_a, missed)
-            key = stream_key("task", world.task_a) if relay == "streams" else shard_key(
-                shard_of("task", world.task_a, 8))
+            key = _key(relay, world)
             retained = {eid for eid, _ in await r.xrange(key)}
             all_retained = all(g["pos"].split(".")[0] in retained for g in gap)
             c2 = await _client(session, h.urls[1], h.controls[1], world.alice, world.ws_a)
@@ -204,14 +218,9 @@ async def test_deleted_stream_or_redis_restart_never_recovers(relay, start_clust
     h = await start_cluster(relay)
     r = aioredis.Redis.from_url(h.redis.url, decode_responses=True)
     try:
-        c = await _client(session, h.urls[0], h.controls[0], world.alice, world.ws_a)
-        await c.subscribe("task", world.task_a)
-        seen = await h.controls[0].publish("task", world.task_a, {"type": "seen"})
-        await c.wait_for(_is(seen["event_id"]))
-        await c.close()
+        seen = await _seen(session, h, world)
         await h.controls[1].publish("task", world.task_a, {"type": "lost"})
-        key = stream_key("task", world.task_a) if relay == "streams" else shard_key(
-            shard_of("task", world.task_a, 8))
+        key = _key(relay, world)
         assert await r.delete(key) == 1
         c2 = await _client(session, h.urls[1], h.controls[1], world.alice, world.ws_a)
         assert (await c2.subscribe("task", world.task_a, since=seen["pos"]))["payload"]["recovered"] is False
@@ -327,15 +336,11 @@ async def test_a_failover_that_lost_acknowledged_entries_never_recovers(relay, s
     from reference.relay.base import epoch_key
 
     h = await start_cluster(relay, nodes=1)
-    key = stream_key("task", world.task_a) if relay == "streams" else shard_key(shard_of("task", world.task_a, 8))
+    key = _key(relay, world)
     kept = [key] if relay == "streams" else [key, key + ":last"]
     r = aioredis.Redis.from_url(h.redis.url)
     try:
-        c = await _client(session, h.urls[0], h.controls[0], world.alice, world.ws_a)
-        await c.subscribe("task", world.task_a)
-        seen = await h.controls[0].publish("task", world.task_a, {"type": "seen"})
-        await c.wait_for(_is(seen["event_id"]))
-        await c.close()
+        seen = await _seen(session, h, world)
         replicated = {k: await r.dump(k) for k in kept}
         await h.controls[0].publish("task", world.task_a, {"type": "acknowledged, then lost"})
         for k, data in replicated.items():  # the failover: the replica never got the last entry
