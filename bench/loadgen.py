@@ -20,6 +20,8 @@ import os
 import time
 from dataclasses import dataclass, field
 
+from .frames import UNATTRIBUTED
+
 BIN_S = 0.1  # arrival counts per 100 ms of wall time
 CONNECT_CONCURRENCY = 32
 
@@ -51,6 +53,8 @@ class _Worker:
         self.count: dict[int, int] = {}  # step -> frames
         self.bins: dict[int, int] = {}  # int(time / BIN_S) -> frames
         self.other = 0  # frames that are not benchmark events (acks...)
+        self.unattributed = 0  # benchmark events whose sent_at and step could not be read
+        self.unattributed_samples: list[str] = []
         self.closed = 0  # connections the server closed
         self.errors: list[str] = []
 
@@ -159,6 +163,12 @@ class _Worker:
         def record(data) -> None:
             t = now()
             got = parse(data)
+            if got is UNATTRIBUTED:
+                self.unattributed += 1
+                if len(self.unattributed_samples) < 3:
+                    sample = data if isinstance(data, str) else data.decode("utf-8", "replace")
+                    self.unattributed_samples.append(sample[:200])
+                return
             if got is None:
                 self.other += 1
                 if answer in data:  # subscribe_ack or subscribe_error
@@ -220,7 +230,8 @@ class _Worker:
         return {"pid": os.getpid(), "cpu_s": time.process_time(), "wall": time.time(),
                 "hist": {k: dict(h) for k, h in self.hist.items()}, "count": dict(self.count),
                 "bins": dict(self.bins), "open": len(self.conns) - self.closed, "closed": self.closed,
-                "other": self.other, "errors": list(self.errors)}
+                "other": self.other, "errors": list(self.errors), "unattributed": self.unattributed,
+                "unattributed_samples": list(self.unattributed_samples)}
 
 
 def worker_main(pipe, index: int, client: str = "raw") -> None:

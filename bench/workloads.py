@@ -175,6 +175,9 @@ async def run_step(ctx: Context, system: System, targets: list[tuple[str, str]],
         "expected": expected,
         "received": received,
         "lost": max(0, expected - received),
+        # benchmark events the load generator could not attribute to a step: not deliveries, and
+        # shown, so that an unreadable frame is never mistaken for a lost one
+        "unattributed": sum(s.get("unattributed", 0) for s in snaps) - sum(s.get("unattributed", 0) for s in before),
         **{key: lat[key] for key in ("p50_ms", "p90_ms", "p99_ms", "max_ms")},
         "node_cpu": node_cpu,  # share of one core, per process
         "nodes_cpu_total": sum(v for n, v in node_cpu.items() if n.startswith("node") and v is not None),
@@ -195,6 +198,11 @@ async def run_step(ctx: Context, system: System, targets: list[tuple[str, str]],
     step["publish_refused"] = {str(status): n for status, n in sorted(res.refused.items())}
     if res.error:
         step["publish_error"] = res.error
+    if step["unattributed"]:
+        sample = next((x for s in snaps for x in s.get("unattributed_samples", ())), "")
+        ctx.warn(f"{label} @ {rate:g} ev/s: {step['unattributed']} benchmark frames could not be attributed to a "
+                 f"step (neither the fast layout nor JSON with sent_at and k), e.g. {sample[:120]!r}: they are "
+                 f"counted neither as delivered nor as lost ({step['lost']} missing includes them)")
     busy = [i for i, c in enumerate(worker_cpu) if c > WORKER_BUSY]
     if busy:
         step["loadgen_busy"] = True

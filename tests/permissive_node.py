@@ -642,6 +642,17 @@ def _uuid_normalised() -> None:
     ws_handler._subscribe = _subscribe
 
 
+@liberty("sorted-events", "event frames are re-encoded with their keys sorted, as Go's encoding/json writes a map "
+         "(the published object's own key order is not kept)",
+         'EV-2 "A delivered frame is the published object plus `event_id`" fixes fields and values, not their order')
+def _sorted_events() -> None:
+    orig = events.finish
+
+    def finish(body, scope_type, scope_id, pos):
+        return json.dumps(json.loads(orig(body, scope_type, scope_id, pos)), sort_keys=True, separators=(",", ":"))
+    events.finish = finish
+
+
 @liberty("blank-forwarding-absent", "a forwarding header whose every line is blank is taken as absent (as Multica "
          "trims it); any line with a value still counts",
          'HL-2 "a header present only with blank values MAY be taken either way"')

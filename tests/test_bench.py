@@ -362,3 +362,33 @@ async def test_a_connection_that_does_not_read_is_evicted_while_readers_get_ever
         await asyncio.gather(task, return_exceptions=True)
         reader_w.close()
         stuck_w.close()
+
+
+# -- any implementation: frames recognised by their content --------------------------------------------------
+
+async def test_a_node_that_re_encodes_frames_is_measured_correctly():
+    """Issue 18: Go's encoding/json sorts a map's keys, so `sent_at` is not first; the bench once
+    reported such a node as delivering nothing. Its frames are now read by content."""
+    from permissive_node import node_command
+    from scopehub.cluster import Cluster, ClusterSpec
+
+    cluster = Cluster(ClusterSpec(nodes=1, relay="memory", node_command=node_command("sorted-events", "--relay memory")))
+    await cluster.start()
+    try:
+        result = await runner.run(TINY, nodes=cluster.urls, control_token=cluster.spec.control_token, quick=True,
+                                  only=("hot_scope",))
+    finally:
+        await cluster.stop()
+    (hot,) = [w for w in result["workloads"] if w["workload"] == "hot_scope"]
+    for step in hot["steps"]:
+        assert step["unattributed"] == 0
+        _positive_step(step)
+
+
+def test_frames_that_cannot_be_attributed_are_named_not_lost():
+    from bench import frames
+
+    assert frames.parse('{"type":"bench:event","payload":{}}') is frames.UNATTRIBUTED
+    assert frames.parse_bytes(b'{"k":"two","sent_at":1,"type":"bench:event"}') is frames.UNATTRIBUTED
+    assert frames.parse('{"event_id":"e","k":2,"sent_at":1.5,"type":"bench:event"}') == (1.5, 2)
+    assert frames.parse('{"type":"pong"}') is None

@@ -27,7 +27,7 @@ TWINS = {t.name: t for t in [
     # every liberty that combines with the others, where cross-node cases run
     TargetSpec("twin-3", 3, THREE, group="twin", script="permissive_node.py --liberty early-events,extra-fields,"
                "close-drop,reorder-scopes,pos-format,global-no-id,health-multica,age-retention,unbounded-queue,"
-               "uuid-normalised,blank-forwarding-absent,surrogate-replaced,parser-limits,header-408,revoke-lazily"),
+               "uuid-normalised,blank-forwarding-absent,surrogate-replaced,parser-limits,header-408,revoke-lazily,sorted-events"),
     # slow answers, the other close and a target claiming nothing, without resume
     TargetSpec("twin-1", 1, ONE, relay="memory", group="twin", concurrency=12,  # slow answers: more cases wait
                script="permissive_node.py --liberty no-resume,claims-none,close-4401,early-events,extra-fields,"
