@@ -317,30 +317,39 @@ class RedisRelay(Broadcaster):
             raise PublishFailed(f"relay store unavailable: {type(e).__name__}") from None
         self.metrics.connected = True
 
-    async def _revocation_loop(self) -> None:
-        """Apply every other node's revocation, in order, from this node's cursor. A read that
-        fails is retried from the same cursor, so none is skipped."""
-        client, backoff = self.revocation_reader, Backoff()
+    async def _follow(self, reader, client, key: str, cursor, on_entry, count: int) -> None:
+        """Read one stream with blocking XREADs from `cursor()` on, handing each entry to
+        `on_entry(entry_id, fields)`, which moves the cursor. A read that fails is counted,
+        retried from the same cursor after a back-off, so no entry is skipped."""
+        backoff = Backoff()
         while not self._stopping:  # redis-py may swallow a cancellation in a blocking read
             try:
-                reply = await client.xread({REVOCATIONS: self._revocations_from}, count=100,
-                                           block=self.settings.block_ms)
+                reply = await client.xread({key: cursor()}, count=count, block=self.settings.block_ms)
             except Exception as e:  # noqa: BLE001 - the store went away, or redis-py broke under it
-                if self._stopping:
+                if self._stopping:  # a cancelled read can surface as redis-py's own error
                     return
-                self.reader_failed(REVOCATIONS, e)
+                if not isinstance(e, TRANSIENT):
+                    log.warning("reader of %s failed unexpectedly, reconnecting: %r", key, e)
+                self.reader_failed(reader, e)
                 await self._drop_connections(client)
                 await backoff.wait()
                 continue
             backoff.reset()
-            self.reader_ok(REVOCATIONS)
+            self.reader_ok(reader)
             for _key, entries in reply or ():
                 for entry_id, fields in entries:
-                    workspace_id, user_id = fields.get("w"), fields.get("u")
-                    # its own revocations the node applied before it wrote them (POST /_control/revoke)
-                    if fields.get("n") != self.instance and workspace_id and user_id and self.on_revocation:
-                        self.on_revocation(workspace_id, user_id)
-                    self._revocations_from = entry_id
+                    on_entry(entry_id, fields)
+
+    async def _revocation_loop(self) -> None:
+        """Apply every other node's revocation, in order, from this node's cursor."""
+        def apply(entry_id: str, fields: dict) -> None:
+            workspace_id, user_id = fields.get("w"), fields.get("u")
+            # its own revocations the node applied before it wrote them (POST /_control/revoke)
+            if fields.get("n") != self.instance and workspace_id and user_id and self.on_revocation:
+                self.on_revocation(workspace_id, user_id)
+            self._revocations_from = entry_id
+
+        await self._follow(REVOCATIONS, self.revocation_reader, REVOCATIONS, lambda: self._revocations_from, apply, 100)
 
     async def _end_of(self, key: str) -> str:
         """The stream's newest entry id: reading after it yields only what is appended from now on."""

@@ -9,12 +9,9 @@ subscribe is acknowledged (DEL-1)."""
 from __future__ import annotations
 
 import asyncio
-import logging
 
 from .. import positions
-from .base import TRANSIENT, Backoff, RedisRelay, RelaySettings, crossed_epochs, epoch_key, new_client
-
-log = logging.getLogger("scopehub.relay.sharded")
+from .base import RedisRelay, RelaySettings, crossed_epochs, epoch_key, new_client
 
 
 def fnv1a32(data: bytes) -> int:
@@ -98,24 +95,10 @@ class ShardedRelay(RedisRelay):
             await r.aclose()
 
     async def _read_loop(self, n: int) -> None:
-        key, client, backoff, s = shard_key(n), self.readers[n], Backoff(), self.settings
-        while not self._stopping:  # redis-py may swallow a cancellation in a blocking read
-            try:
-                reply = await client.xread({key: self.cursors[n]}, count=s.read_count, block=s.block_ms)
-            except Exception as e:  # noqa: BLE001 - the store went away, or redis-py broke under it
-                if self._stopping:  # a cancelled read can surface as redis-py's own error
-                    return
-                if not isinstance(e, TRANSIENT):
-                    log.warning("reader failed unexpectedly, reconnecting: %r", e)
-                self.reader_failed(n, e)
-                await self._drop_connections(client)
-                await backoff.wait()
-                continue
-            backoff.reset()
-            self.reader_ok(n)
-            for _key, entries in reply or ():
-                for entry_id, fields in entries:
-                    scope_type, scope_id = fields.get("s", ""), fields.get("i", "")
-                    if scope_type == "global" or self.sink.has_local(scope_type, scope_id):
-                        self._deliver(scope_type, scope_id, entry_id, fields)
-                    self.cursors[n] = entry_id
+        def deliver(entry_id: str, fields: dict) -> None:
+            scope_type, scope_id = fields.get("s", ""), fields.get("i", "")
+            if scope_type == "global" or self.sink.has_local(scope_type, scope_id):
+                self._deliver(scope_type, scope_id, entry_id, fields)
+            self.cursors[n] = entry_id
+
+        await self._follow(n, self.readers[n], shard_key(n), lambda: self.cursors[n], deliver, self.settings.read_count)
